@@ -1,0 +1,327 @@
+"""The agent's event loop: claim units in batches, start them on free slots, block on their
+exits (pidfds) and timers, write state changes back in batches, heartbeat, drain at the end."""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from pilot.agent.units import RunningUnit, StartError, exit_reason, start_unit, unit_sandbox
+from pilot.builtin.procs import session_members
+from pilot.lifecycle import LIVE_PILOT_STATES, settle_units
+from pilot.log import configure, get_logger
+from pilot.plugin.types import AgentResources
+from pilot.session import Session
+from pilot.states import FINAL_STATES, Kind, State
+from pilot.store import Record, UnitUpdate
+
+FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written
+FLUSH_BATCH = 512       # ... or this many changes
+CONTROL_EVERY = 0.2     # seconds between checks for canceled units
+IDLE_MAX = 0.1          # longest pause between two claims when there is no work
+KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
+
+
+class Agent:
+    """Runs the units of one pilot on the slots of its allocation."""
+
+    def __init__(self, session: Session, store: Any, pilot: Record, resources: AgentResources,
+                 drain_margin: float = 0.0) -> None:
+        self.session, self.store, self.pilot_id = session, store, pilot["id"]
+        self.sandbox = Path(pilot["sandbox"])
+        self.resources = resources
+        self.local_host = socket.gethostname()
+        self.free_hosts = [node.host for node in resources.nodes for _ in range(node.slots)]
+        self.total_slots = len(self.free_hosts)
+        self.queue: collections.deque[Record] = collections.deque()
+        self.running: dict[int, RunningUnit] = {}
+        self.by_id: dict[str, RunningUnit] = {}
+        self.updates: dict[str, list[Any]] = {}  # unit id -> [changes, expected states]
+        self.heartbeat_every = min(10.0, float(pilot.get("heartbeat_timeout") or 60.0) / 4)
+        walltime = (pilot.get("description") or {}).get("walltime")
+        self.walltime_end = (time.monotonic() + max(0.0, walltime * 60 - drain_margin)) if walltime else None
+        self.stop: tuple[State, str] | None = None
+        self.log = get_logger(pilot=self.pilot_id)
+        plugins = session.plugins
+        self.methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
+        self.observers = bool(plugins.hook.pilot_state_changed.get_hookimpls())
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.signals: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda n, _f: self.signals.append(n))
+
+    # --- state changes, batched -----------------------------------------------------------
+    def record(self, unit_id: str, changes: dict[str, Any], expect: tuple[State, ...]) -> None:
+        """Queue a state change; a later change of the same unit merges into it."""
+        pending = self.updates.get(unit_id)
+        if pending is None:
+            self.updates[unit_id] = [changes, expect]
+        else:
+            pending[0].update(changes)
+        if self.observers and "state" in changes:
+            self.session.plugins.hook.pilot_state_changed(kind=Kind.unit, entity_id=unit_id, old=expect[0],
+                                                          new=State(changes["state"]))
+
+    def flush(self) -> None:
+        """Write queued changes in one store call; units changed under us are stopped silently."""
+        if not self.updates:
+            return
+        batch = [UnitUpdate(uid, changes, expect, self.pilot_id) for uid, (changes, expect) in self.updates.items()]
+        try:
+            applied = set(self.store.update_units(batch))
+        except Exception as exc:  # the store retried already; keep the changes for the next try
+            self.log.warning("state update failed; will retry", error=str(exc))
+            return
+        self.updates.clear()
+        for update in batch:
+            if update.id not in applied and update.id in self.by_id:
+                self.by_id[update.id].terminate(None, KILL_GRACE)
+
+    # --- the loop -------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Mark the pilot Running with its slots and hosts; False if it ended meanwhile."""
+        hosts = sorted({node.host for node in self.resources.nodes})
+        now = time.time()
+        return bool(self.store.update_pilot(
+            self.pilot_id, {"state": State.Running, "started": now, "heartbeat": now, "hosts": hosts,
+                            "slots": self.total_slots, "agent_host": self.local_host,
+                            "agent_pid": os.getpid()}, expect=[State.New, State.Pending]))
+
+    def run(self) -> None:
+        """Run until canceled, walltime or failure, then drain."""
+        next_heartbeat = next_control = next_claim = 0.0
+        idle = 0.002
+        last_flush = time.monotonic()
+        while True:
+            now = time.monotonic()
+            self.check_signals()
+            if self.walltime_end is not None and now >= self.walltime_end and self.stop is None:
+                self.stop = (State.Done, "pilot walltime reached")
+            if now >= next_heartbeat:
+                self.heartbeat()
+                next_heartbeat = now + self.heartbeat_every
+            if self.stop is not None:
+                break
+            if self.running and now >= next_control:
+                self.check_canceled()
+                next_control = now + CONTROL_EVERY
+            if self.free_hosts and len(self.queue) < self.total_slots and now >= next_claim:
+                want = max(32, 2 * self.total_slots) - len(self.queue)
+                claimed = self.claim(want)
+                idle = 0.002 if claimed else min(idle * 2, IDLE_MAX)
+                next_claim = now if claimed else now + idle
+            self.start_ready()
+            if len(self.updates) >= FLUSH_BATCH or (self.updates and now - last_flush >= FLUSH_EVERY):
+                self.flush()
+                last_flush = now
+            self.wait_events(self.timeout(now, next_heartbeat, next_control, next_claim, last_flush))
+        self.drain(*self.stop)
+
+    def timeout(self, now: float, next_heartbeat: float, next_control: float, next_claim: float,
+                last_flush: float) -> float:
+        """How long the loop may block before a timer is due."""
+        due = [next_heartbeat]
+        if self.running:
+            due.append(next_control)
+            due += [u.kill_at if u.kill_at is not None else u.deadline
+                    for u in self.running.values() if (u.kill_at or u.deadline) is not None]  # type: ignore[misc]
+        if self.free_hosts and (self.queue or len(self.queue) < self.total_slots):
+            due.append(next_claim)
+        if self.updates:
+            due.append(last_flush + FLUSH_EVERY)
+        if self.walltime_end is not None:
+            due.append(self.walltime_end)
+        return max(0.0, min(due) - now)
+
+    def wait_events(self, timeout: float) -> None:
+        """Block until a unit exits, a signal arrives or ``timeout`` passes; handle what came."""
+        for key, _ in self.selector.select(timeout):
+            if key.fd == self.wake_r:
+                try:
+                    os.read(self.wake_r, 512)
+                except BlockingIOError:
+                    pass
+            else:
+                self.reap(key.fd)
+        now = time.monotonic()
+        for unit in list(self.running.values()):
+            if unit.kill_at is not None and now >= unit.kill_at:
+                unit.signal_group(signal.SIGKILL)
+                unit.kill_at = now + KILL_GRACE
+            elif unit.deadline is not None and now >= unit.deadline and unit.kill_at is None:
+                unit.terminate((State.Failed, "unit walltime reached"), KILL_GRACE)
+
+    def check_signals(self) -> None:
+        """Turn SIGTERM/SIGINT/SIGHUP into a stop: Canceled if the user asked, else Failed."""
+        if self.signals and self.stop is None:
+            name = signal.Signals(self.signals[0]).name
+            pilot = (self.store.get_pilots([self.pilot_id]) or [{}])[0]
+            if pilot.get("cancel_requested") or pilot.get("state") == State.Canceled:
+                self.stop = (State.Canceled, "pilot canceled")
+            else:
+                self.stop = (State.Failed, f"agent received {name}")
+
+    def heartbeat(self) -> None:
+        """Write the heartbeat; stop when the pilot was canceled or ended elsewhere."""
+        try:
+            pilot = self.store.heartbeat(self.pilot_id, time.time())
+        except Exception as exc:  # the store retried already: carry on, the next beat may pass
+            self.log.warning("heartbeat failed", error=str(exc))
+            return
+        if pilot is None:
+            self.stop = (State.Failed, "pilot record vanished from the store")
+        elif pilot.get("cancel_requested") or pilot["state"] == State.Canceled:
+            self.stop = self.stop or (State.Canceled, "pilot canceled")
+        elif State(pilot["state"]) in FINAL_STATES:
+            self.stop = self.stop or (State(pilot["state"]), pilot.get("reason") or "pilot ended")
+
+    def check_canceled(self) -> None:
+        """Kill running units whose cancel was requested."""
+        try:
+            flagged = self.store.find_units(pilot_id=self.pilot_id, cancel_requested=True,
+                                            states=[State.Staging, State.Running])
+        except Exception as exc:
+            self.log.warning("cancel check failed", error=str(exc))
+            return
+        for rec in flagged:
+            unit = self.by_id.get(rec["id"])
+            if unit is not None:
+                unit.terminate((State.Canceled, None), KILL_GRACE)
+
+    def claim(self, limit: int) -> int:
+        """Claim up to ``limit`` units bound to this pilot into the local queue."""
+        try:
+            claimed = self.store.claim_units(self.pilot_id, limit)
+        except Exception as exc:
+            self.log.warning("claim failed", error=str(exc))
+            return 0
+        self.queue.extend(claimed)
+        return len(claimed)
+
+    def start_ready(self) -> None:
+        """Start queued units, in order, while the next one fits the free slots."""
+        while self.queue:
+            rec = self.queue[0]
+            slots = int(rec["slots"])
+            if slots > self.total_slots:
+                self.queue.popleft()
+                self.record(rec["id"], {"state": State.Failed, "finished": time.time(), "reason":
+                                        f"needs {slots} slots; the pilot has {self.total_slots}"}, (State.Pending,))
+                continue
+            if slots > len(self.free_hosts):
+                return
+            self.queue.popleft()
+            self.launch(rec, [self.free_hosts.pop() for _ in range(slots)])
+
+    def launch(self, rec: Record, hosts: list[str]) -> None:
+        """Start one unit on ``hosts`` and record it Running (or Failed when it cannot start)."""
+        desc = rec["description"]
+        sandbox = unit_sandbox(self.sandbox, rec["id"], desc)
+        if desc.get("spmd_variation") == "mpi":
+            method = self.methods[self.resources.mpi_launch_method]
+        elif hosts[0] != self.local_host:
+            method = self.methods[self.resources.remote_launch_method]
+        else:
+            method = self.methods["fork"]
+        now = time.time()
+        try:
+            proc = start_unit(rec["id"], desc, sandbox, hosts, method)
+        except StartError as exc:
+            self.free_hosts.extend(hosts)
+            self.record(rec["id"], {"state": State.Failed, "started": now, "finished": now, "host": hosts[0],
+                                    "sandbox": str(sandbox), "exit_code": exc.exit_code, "reason": str(exc)},
+                        (State.Pending,))
+            return
+        pidfd = os.pidfd_open(proc.pid)
+        walltime = desc.get("walltime")
+        unit = RunningUnit(rec["id"], proc, pidfd, hosts,
+                           deadline=time.monotonic() + walltime * 60 if walltime else None)
+        self.running[pidfd] = unit
+        self.by_id[unit.id] = unit
+        self.selector.register(pidfd, selectors.EVENT_READ, None)
+        self.record(rec["id"], {"state": State.Running, "started": now, "host": hosts[0],
+                                "sandbox": str(sandbox)}, (State.Pending,))
+
+    def reap(self, pidfd: int) -> None:
+        """A unit exited: free its slots and record how it ended."""
+        unit = self.running.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        returncode = unit.proc.wait()
+        del self.by_id[unit.id]
+        self.free_hosts.extend(unit.hosts)
+        if unit.silent:
+            return
+        code, reason = exit_reason(returncode) if returncode else (0, None)
+        state = State.Done if returncode == 0 else State.Failed
+        if unit.end is not None:
+            state, reason = State(unit.end[0]), unit.end[1]
+        self.record(unit.id, {"state": state, "exit_code": code, "finished": time.time(), "reason": reason},
+                    (State.Pending, State.Running))
+
+    # --- the end --------------------------------------------------------------------------
+    def drain(self, end: State, reason: str) -> None:
+        """Stop every unit, write every change, end the pilot, hand queued units back."""
+        self.log.info("draining", state=str(end), reason=reason, running=len(self.running))
+        for unit in self.running.values():
+            unit.terminate(None, KILL_GRACE)
+        deadline = time.monotonic() + 2 * KILL_GRACE + 1
+        while self.running and time.monotonic() < deadline:
+            self.wait_events(0.05)
+        for rec in self.queue:  # claimed but never started: back to the service
+            self.updates.pop(rec["id"], None)
+        self.flush()
+        self.store.update_pilot(self.pilot_id, {"state": end, "finished": time.time(),
+                                                "reason": None if end is State.Canceled else reason},
+                                expect=LIVE_PILOT_STATES)
+        settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed)
+        me = os.getpid()
+        for pid in session_members(os.getsid(0)) if os.getsid(0) == me else []:
+            if pid != me:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:
+    """Entry point of ``python -m pilot.agent``: returns the process exit status."""
+    configure(default_level="INFO")
+    log = get_logger(pilot=pilot_id)
+    session = Session()
+    store = session.store(store_url)
+    pilots = store.get_pilots([pilot_id])
+    if not pilots:
+        log.error("no such pilot in the store", store=store.url)
+        return 2
+    pilot = pilots[0]
+    if State(pilot["state"]) not in LIVE_PILOT_STATES or pilot.get("cancel_requested"):
+        log.info("pilot already ended", state=pilot["state"])
+        return 0
+    resources = session.plugins.hook.pilot_agent_resources(environ=dict(os.environ),
+                                                           requested_slots=int(pilot.get("slots") or 1))
+    agent = Agent(session, store, pilot, resources, drain_margin)
+    if not agent.start():
+        log.info("pilot ended before the agent started")
+        return 0
+    log.info("agent running", slots=agent.total_slots, source=resources.source)
+    try:
+        agent.run()
+    except Exception as exc:
+        log.exception("agent failed")
+        agent.drain(State.Failed, f"agent error: {exc}")
+        return 1
+    finally:
+        session.close()
+    return 0

@@ -1,0 +1,109 @@
+"""Starting one unit: its sandbox, its files, its argv, its process (in a process group of its
+own, so cancel and walltime kill everything it started)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from pilot.plugin.types import LaunchMethod, LaunchRequest
+
+
+@dataclasses.dataclass(eq=False)
+class RunningUnit:
+    """A unit process the agent is responsible for."""
+
+    id: str
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    hosts: list[str]
+    deadline: float | None = None     # monotonic time of its walltime
+    kill_at: float | None = None      # monotonic time to SIGKILL after a SIGTERM
+    end: tuple[str, str | None] | None = None  # (state, reason) decided by the agent, not the exit code
+    silent: bool = False              # the store changed under us: record nothing more
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the unit's whole process group."""
+        try:
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def terminate(self, end: tuple[str, str | None] | None, grace: float = 1.0) -> None:
+        """SIGTERM the group now, SIGKILL it after ``grace`` s; remember how it should end."""
+        if self.kill_at is None:
+            self.end = end
+            self.silent = self.silent or end is None
+            self.signal_group(signal.SIGTERM)
+            self.kill_at = time.monotonic() + grace
+
+
+class StartError(Exception):
+    """A unit could not be started; ``exit_code`` mimics the shell's (126, 127) when it applies."""
+
+    def __init__(self, reason: str, exit_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
+
+
+def unit_sandbox(pilot_sandbox: Path, unit_id: str, description: dict[str, Any]) -> Path:
+    """``working_directory`` (relative ones under the pilot sandbox), else ``<pilot sandbox>/<id>``."""
+    wd = description.get("working_directory")
+    return pilot_sandbox / wd if wd else pilot_sandbox / unit_id  # an absolute wd replaces the base
+
+
+def exit_reason(returncode: int) -> tuple[int, str]:
+    """Shell-style exit code and a reason for a non-zero ``returncode``."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return 128 - returncode, f"killed by {name}"
+    return returncode, f"exit code {returncode}"
+
+
+def start_unit(unit_id: str, description: dict[str, Any], sandbox: Path, hosts: list[str],
+               method: LaunchMethod) -> subprocess.Popen[bytes]:
+    """Create the sandbox, open the unit's files and start its process."""
+    try:
+        try:
+            os.mkdir(sandbox)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            sandbox.mkdir(parents=True, exist_ok=True)
+        stdout = open(sandbox / description.get("output", "stdout.txt"), "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
+    stderr: IO[bytes] | None = None
+    stdin: IO[bytes] | int = subprocess.DEVNULL
+    try:
+        stderr = open(sandbox / description.get("error", "stderr.txt"), "wb")  # noqa: SIM115
+        if description.get("input"):
+            stdin = open(sandbox / description["input"], "rb")  # noqa: SIM115
+        line = " ".join([description["executable"], *description.get("arguments", ())])
+        request = LaunchRequest(line, tuple(hosts), sandbox, int(description.get("number_of_processes", 1)),
+                                description.get("spmd_variation") == "mpi")
+        argv = method.argv(request)
+        environment = description.get("environment")
+        env = {**os.environ, **environment} if environment else None
+        return subprocess.Popen(argv, cwd=sandbox, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                                process_group=0)
+    except FileNotFoundError as exc:
+        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename}", 127) from None
+    except PermissionError as exc:
+        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename}", 126) from None
+    except OSError as exc:
+        raise StartError(f"cannot start unit: {exc}") from None
+    finally:
+        stdout.close()
+        if stderr is not None:
+            stderr.close()
+        if not isinstance(stdin, int):
+            stdin.close()

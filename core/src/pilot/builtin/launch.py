@@ -1,0 +1,52 @@
+"""Built-in launch methods: ``fork`` (a unit on this host) and ``mpirun`` (an MPI unit).
+
+A unit's command line is run by ``/bin/sh`` as the contract says; a line with nothing a shell
+would treat specially is executed directly, which gives the same result without a shell's cost.
+"""
+
+from __future__ import annotations
+
+import string
+
+from pilot.plugin import hookimpl
+from pilot.plugin.types import LaunchMethodRecord, LaunchRequest
+
+_PLAIN = frozenset(string.ascii_letters + string.digits + "-_./:,+@%^= ")
+_SHELL_WORDS = frozenset(
+    ". : [ alias bg break case cd command continue do done echo elif else esac eval exec exit export "
+    "false fc fg fi for getopts hash if in jobs kill local printf pwd read readonly return set shift "
+    "test then times trap true type ulimit umask unalias unset until wait while { } !".split())
+
+
+def command_argv(line: str) -> list[str]:
+    """The argv that runs ``line`` as ``/bin/sh -c`` would, skipping the shell when it can."""
+    words = line.split()
+    if words and _PLAIN.issuperset(line) and "=" not in words[0] and words[0] not in _SHELL_WORDS:
+        return words
+    return ["/bin/sh", "-c", line]
+
+
+class ForkLaunch:
+    """Runs the unit as a child of the agent."""
+
+    def argv(self, request: LaunchRequest) -> list[str]:
+        """The unit's own argv."""
+        return command_argv(request.command_line)
+
+
+class MpirunLaunch:
+    """``mpirun -np N -hostfile <sandbox>/hostfile`` with one line per slot."""
+
+    def argv(self, request: LaunchRequest) -> list[str]:
+        """Write the host file, then wrap the unit's command line in mpirun."""
+        hostfile = request.sandbox / "hostfile"
+        hostfile.write_text("".join(f"{host}\n" for host in request.hosts))
+        return ["mpirun", "-np", str(request.processes), "-hostfile", str(hostfile),
+                *command_argv(request.command_line)]
+
+
+@hookimpl
+def pilot_launch_methods() -> list[LaunchMethodRecord]:
+    """Register ``fork`` and ``mpirun``."""
+    return [LaunchMethodRecord(name="fork", method=ForkLaunch()),
+            LaunchMethodRecord(name="mpirun", method=MpirunLaunch())]

@@ -1,0 +1,69 @@
+"""Small Linux process helpers shared by the fork adaptor and the agent (reads ``/proc``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of process ``pid`` (``R``, ``S``, ``Z`` ...), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:][:1].decode()
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    state = proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process whose session id is ``sid``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def kill_session(sid: int, *, grace: float = 5.0, spare: int | None = None) -> None:
+    """SIGTERM the session leader, wait up to ``grace`` s, then SIGKILL every member left
+    (except ``spare``)."""
+    try:
+        os.kill(sid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    delay = 0.005
+    while time.monotonic() < deadline and is_alive(sid):
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    for pid in session_members(sid):
+        if pid != spare:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def cmdline_contains(pid: int, needle: bytes) -> bool:
+    """True if process ``pid`` exists and its command line contains ``needle``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return needle in cmdline.read()
+    except OSError:
+        return False

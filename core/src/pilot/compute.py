@@ -1,0 +1,340 @@
+"""The compute side users hold: PilotComputeService, PilotCompute and ComputeUnit."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pilot import urls
+from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
+from pilot.errors import PilotError
+from pilot.lifecycle import (
+    LIVE_PILOT_STATES,
+    cancel_pilot,
+    cancel_units,
+    fail_pilot,
+    notify,
+    refresh_pilot,
+)
+from pilot.log import get_logger
+from pilot.plugin.types import PilotJobRequest
+from pilot.session import Session, default_session, heartbeat_timeout_from_env
+from pilot.states import FINAL_STATES, Kind, State
+from pilot.store import Record
+
+DEFAULT_WORK_DIR = "pilot-work"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh object id such as ``pilot-1f2e...``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, Any, str]:
+    """Session, store and id for an object URL of ``kind``."""
+    parsed = urls.parse(url, kind)
+    session = session or default_session()
+    return session, session.store(parsed.store_url), parsed.id
+
+
+def poll_until(done: Any, timeout: float | None, what: str) -> Any:
+    """Call ``done()`` until it returns something other than None, backing off up to 0.2 s;
+    raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        result = done()
+        if result is not None:
+            return result
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
+        time.sleep(pause)
+        delay = min(delay * 1.5, 0.2)
+
+
+def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription], *,
+                 cds_id: str | None = None, pilot_id: str | None = None) -> list[Record]:
+    """Validate every description (all or nothing) and build new queued unit records."""
+    now = time.time()
+    records = []
+    for index, raw in enumerate(descriptions):
+        try:
+            desc = ComputeUnitDescription.from_dict(raw)
+        except PilotError as exc:
+            raise PilotError(f"compute unit description #{index}: {exc}", key=exc.key) from None
+        records.append({
+            "id": new_id("cu"), "cds_id": cds_id, "pilot_id": pilot_id, "state": State.Pending,
+            "slots": desc.number_of_processes, "description": desc.to_dict(),
+            "datacenter": desc.affinity_datacenter_label, "machine": desc.affinity_machine_label,
+            "submitted": now,
+        })
+    return records
+
+
+class ComputeUnit:
+    """One task. Reconnect with ``ComputeUnit(cu_url=...)``."""
+
+    def __init__(self, cu_url: str | None = None, *, session: Session | None = None,
+                 _store: Any = None, _id: str | None = None) -> None:
+        if _store is not None and _id is not None:
+            self._session, self._store, self.id = session or default_session(), _store, _id
+        elif cu_url is not None:
+            self._session, self._store, self.id = open_url(cu_url, "unit", session)
+            if not self._store.get_units([self.id]):
+                raise PilotError(f"no compute unit {self.id} in {self._store.url}")
+        else:
+            raise PilotError("ComputeUnit needs cu_url (units are created by submit_compute_unit)")
+
+    def __repr__(self) -> str:
+        return f"<ComputeUnit {self.id}>"
+
+    def _record(self) -> Record:
+        found = self._store.get_units([self.id])
+        if not found:
+            raise PilotError(f"compute unit {self.id} is no longer in {self._store.url}")
+        return found[0]  # type: ignore[no-any-return]
+
+    def get_url(self) -> str:
+        """The URL that reconnects to this unit from any process."""
+        return urls.make(self._store.url, "unit", self.id)
+
+    def get_id(self) -> str:
+        """The unit id."""
+        return self.id
+
+    def get_state(self) -> State:
+        """The unit's state."""
+        return State(self._record()["state"])
+
+    def get_details(self) -> dict[str, Any]:
+        """Executable, arguments, exit code, host, pilot URL, sandbox, timestamps and reason."""
+        rec = self._record()
+        desc = rec.get("description") or {}
+        return {
+            "id": rec["id"], "name": desc.get("name"), "state": State(rec["state"]),
+            "executable": desc.get("executable"), "arguments": desc.get("arguments", []),
+            "exit_code": rec.get("exit_code"), "host": rec.get("host"),
+            "pilot": urls.make(self._store.url, "pilot", rec["pilot_id"]) if rec.get("pilot_id") else None,
+            "sandbox": rec.get("sandbox"), "submitted": rec.get("submitted"), "started": rec.get("started"),
+            "finished": rec.get("finished"), "reason": rec.get("reason"), "attempts": rec.get("attempts", 0),
+            "description": desc,
+        }
+
+    def get_exit_code(self) -> int | None:
+        """The exit code, once the unit has ended (None before, or when it never started)."""
+        return self._record().get("exit_code")  # type: ignore[no-any-return]
+
+    def get_local_working_directory(self) -> str | None:
+        """The unit's sandbox (its working directory), once an agent has picked it."""
+        return self._record().get("sandbox")  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """Cancel: a queued unit ends at once, a running one is killed by its agent."""
+        old = self.get_state()
+        cancel_units(self._store, [self.id])
+        if not old.is_final:
+            notify(self._session, Kind.unit, self.id, old, self.get_state())
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Wait until the unit is final; ``TimeoutError`` after ``timeout`` s; ``PilotError`` when
+        no pilot can ever run it."""
+        from pilot.service import unrunnable_reason  # the service module imports this one
+
+        checked = [0.0]
+
+        def final() -> State | None:
+            rec = self._record()
+            if State(rec["state"]) in FINAL_STATES:
+                return State(rec["state"])
+            if time.monotonic() - checked[0] > 0.5:
+                checked[0] = time.monotonic()
+                if rec.get("pilot_id"):
+                    pilots = self._store.get_pilots([rec["pilot_id"]])
+                    if pilots:
+                        refresh_pilot(self._session, self._store, pilots[0])
+                elif rec.get("cds_id"):
+                    reason = unrunnable_reason(self._store, rec["cds_id"], [rec])
+                    if reason:
+                        raise PilotError(f"compute unit {self.id} can never run: {reason}")
+            return None
+
+        return poll_until(final, timeout, f"compute unit {self.id}")  # type: ignore[no-any-return]
+
+
+class PilotCompute:
+    """One pilot: a batch job whose agent runs units. Reconnect with ``PilotCompute(pilot_url=...)``."""
+
+    def __init__(self, pilot_url: str | None = None, *, session: Session | None = None,
+                 _store: Any = None, _id: str | None = None) -> None:
+        if _store is not None and _id is not None:
+            self._session, self._store, self.id = session or default_session(), _store, _id
+        elif pilot_url is not None:
+            self._session, self._store, self.id = open_url(pilot_url, "pilot", session)
+            self._record()
+        else:
+            raise PilotError("PilotCompute needs pilot_url (pilots are created by create_pilot)")
+
+    def __repr__(self) -> str:
+        return f"<PilotCompute {self.id}>"
+
+    def _record(self) -> Record:
+        found = self._store.get_pilots([self.id])
+        if not found:
+            raise PilotError(f"no pilot {self.id} in {self._store.url}")
+        return found[0]  # type: ignore[no-any-return]
+
+    def _refreshed(self) -> Record:
+        return refresh_pilot(self._session, self._store, self._record())
+
+    def get_url(self) -> str:
+        """The URL that reconnects to this pilot from any process."""
+        return urls.make(self._store.url, "pilot", self.id)
+
+    def get_id(self) -> str:
+        """The pilot id."""
+        return self.id
+
+    def get_state(self) -> State:
+        """The pilot's state, checked against its heartbeat and batch job."""
+        return State(self._refreshed()["state"])
+
+    def get_details(self) -> dict[str, Any]:
+        """Native job id, service URL, slots, hosts, timestamps, failure reason and more."""
+        rec = self._refreshed()
+        desc = rec.get("description") or {}
+        return {
+            "id": rec["id"], "state": State(rec["state"]), "native_id": rec.get("native_id"),
+            "service_url": desc.get("service_url"), "slots": rec.get("slots"), "hosts": rec.get("hosts") or [],
+            "sandbox": rec.get("sandbox"), "submitted": rec.get("submitted"), "started": rec.get("started"),
+            "finished": rec.get("finished"), "heartbeat": rec.get("heartbeat"), "reason": rec.get("reason"),
+            "description": desc,
+        }
+
+    def get_free_nodes(self) -> int:
+        """Slots not held by an unfinished unit bound to this pilot."""
+        rec = self._record()
+        if State(rec["state"]) in FINAL_STATES:
+            return 0
+        used = self._store.count_active([self.id])[self.id]
+        return max(0, int(rec.get("slots") or 0) - used)
+
+    def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription
+                            ) -> ComputeUnit:
+        """Run a unit on this pilot (no late binding)."""
+        rec = self._record()
+        records = unit_records([compute_unit_description], pilot_id=self.id)
+        if State(rec["state"]) in FINAL_STATES:
+            raise PilotError(f"pilot {self.id} is {rec['state']}: it runs no more units")
+        if records[0]["slots"] > int(rec.get("slots") or 0):
+            records[0].update(state=State.Failed, finished=time.time(),
+                              reason=f"needs {records[0]['slots']} slots; pilot {self.id} has {rec.get('slots')}")
+        self._store.insert_units(records)
+        return ComputeUnit(session=self._session, _store=self._store, _id=records[0]["id"])
+
+    def list_compute_units(self) -> list[ComputeUnit]:
+        """Every unit bound to this pilot."""
+        return [ComputeUnit(session=self._session, _store=self._store, _id=u["id"])
+                for u in self._store.find_units(pilot_id=self.id)]
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Wait until every unit bound to this pilot is final (or the pilot itself is)."""
+        def idle() -> State | None:
+            state = self.get_state()
+            if state.is_final or not self._store.find_units(
+                    pilot_id=self.id, states=[s for s in State if not s.is_final], limit=1):
+                return state
+            return None
+
+        return poll_until(idle, timeout, f"the units of pilot {self.id}")  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """Cancel the batch job for real (from a reconnected handle too); its units end Canceled."""
+        rec = self._record()
+        cancel_pilot(self._session, self._store, rec)
+        if State(rec["state"]) not in FINAL_STATES:
+            notify(self._session, Kind.pilot, self.id, rec["state"], State.Canceled)
+
+
+class PilotComputeService:
+    """Creates and owns pilots. ``coordination_url`` picks the store (default: embedded SQLite)."""
+
+    def __init__(self, coordination_url: str | None = None, *, pcs_url: str | None = None,
+                 heartbeat_timeout: float | None = None, session: Session | None = None) -> None:
+        if pcs_url is not None:
+            self._session, self._store, self.id = open_url(pcs_url, "pcs", session)
+            record = self._store.get_service(self.id)
+            if record is None or record["kind"] != "pcs":
+                raise PilotError(f"no pilot compute service {self.id} in {self._store.url}")
+            self.heartbeat_timeout = float(record["data"].get("heartbeat_timeout", 60.0))
+            return
+        self._session = session or default_session()
+        self._store = self._session.store(coordination_url)
+        self.id = new_id("pcs")
+        self.heartbeat_timeout = float(heartbeat_timeout or heartbeat_timeout_from_env())
+        if not self.heartbeat_timeout > 0:
+            raise PilotError(f"heartbeat_timeout must be positive, got {heartbeat_timeout!r}")
+        self._store.put_service(self.id, "pcs", {"heartbeat_timeout": self.heartbeat_timeout})
+
+    def __repr__(self) -> str:
+        return f"<PilotComputeService {self.id}>"
+
+    def get_url(self) -> str:
+        """The URL that reconnects to this service."""
+        return urls.make(self._store.url, "pcs", self.id)
+
+    def create_pilot(self, pilot_compute_description: Mapping[str, Any] | PilotComputeDescription
+                     ) -> PilotCompute:
+        """Validate the description, submit the pilot job, return its handle at once."""
+        desc = PilotComputeDescription.from_dict(pilot_compute_description)
+        adaptor = self._session.adaptor(desc.service_url)
+        pilot_id = new_id("pilot")
+        base = Path(desc.working_directory or os.path.join(os.getcwd(), DEFAULT_WORK_DIR)).expanduser()
+        sandbox = base.absolute() / pilot_id
+        record = {
+            "id": pilot_id, "service_id": self.id, "state": State.New, "description": desc.to_dict(),
+            "sandbox": str(sandbox), "scheme": urls.scheme_of(desc.service_url),
+            "slots": desc.number_of_processes, "datacenter": desc.affinity_datacenter_label,
+            "machine": desc.affinity_machine_label, "heartbeat_timeout": self.heartbeat_timeout,
+        }
+        self._store.insert_pilot(record)
+        argv = (sys.executable, "-m", "pilot.agent", "--pilot", pilot_id, "--store", self._store.url)
+        request = PilotJobRequest(pilot_id, desc, sandbox, argv, dict(desc.environment))
+        pilot = PilotCompute(session=self._session, _store=self._store, _id=pilot_id)
+        try:
+            native_id = adaptor.submit(request)
+        except Exception as exc:
+            get_logger(pilot=pilot_id).warning("pilot submission failed", error=str(exc))
+            fail_pilot(self._session, self._store, record, f"submission failed: {exc}")
+            return pilot
+        if self._store.update_pilot(pilot_id, {"state": State.Pending, "native_id": native_id,
+                                               "submitted": time.time()}, expect=[State.New]):
+            notify(self._session, Kind.pilot, pilot_id, State.New, State.Pending)
+        return pilot
+
+    def list_pilots(self) -> list[PilotCompute]:
+        """The pilots of this service."""
+        return [PilotCompute(session=self._session, _store=self._store, _id=p["id"])
+                for p in self._store.pilots_of([self.id])]
+
+    def _live_records(self) -> list[Record]:
+        return [p for p in self._store.pilots_of([self.id]) if State(p["state"]) in LIVE_PILOT_STATES]
+
+    def cancel(self) -> None:
+        """Cancel every pilot of this service."""
+        for pilot in self.list_pilots():
+            pilot.cancel()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until every pilot of this service is final."""
+        def all_final() -> bool | None:
+            live = [refresh_pilot(self._session, self._store, p) for p in self._live_records()]
+            return True if all(State(p["state"]) in FINAL_STATES for p in live) else None
+
+        poll_until(all_final, timeout, f"the pilots of {self.id}")
+

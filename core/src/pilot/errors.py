@@ -1,0 +1,18 @@
+"""The one exception type the package raises on purpose."""
+
+from __future__ import annotations
+
+
+class PilotError(Exception):
+    """Base of every error that ``pilot`` raises on purpose.
+
+    ``key`` names the description key or setting at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IllegalTransition(PilotError):
+    """A state change that the transition table does not allow: always a bug."""

@@ -1,0 +1,133 @@
+"""Typed records that plugins return from registration hooks, and the protocols they implement."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pilot.descriptions import PilotComputeDescription
+from pilot.states import State
+
+
+@dataclasses.dataclass(frozen=True)
+class PilotJobRequest:
+    """What an adaptor gets to submit one pilot: run ``agent_argv`` in ``sandbox``."""
+
+    pilot_id: str
+    description: PilotComputeDescription
+    sandbox: Path
+    agent_argv: tuple[str, ...]
+    environment: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeStatus:
+    """The batch system's view of a pilot job, mapped to a pilot state."""
+
+    state: State
+    message: str = ""
+
+
+class ResourceAdaptor(Protocol):
+    """Submits pilot jobs that run the agent, reports their state, cancels them."""
+
+    def submit(self, request: PilotJobRequest) -> str:
+        """Submit the job; return its native id. Raise ``PilotError`` when it is rejected."""
+
+    def status(self, native_id: str) -> NativeStatus:
+        """The job's current state (``Unknown`` when this process cannot tell)."""
+
+    def cancel(self, native_id: str) -> None:
+        """End the job and every process it started; a job already gone is not an error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceAdaptorRecord:
+    """Registers an adaptor for URL schemes; ``factory(service_url)`` builds one."""
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: Callable[[str], ResourceAdaptor]
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinationStoreRecord:
+    """Registers a coordination store for URL schemes; ``open(url)`` connects to one."""
+
+    name: str
+    schemes: tuple[str, ...]
+    open: Callable[[str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    """One unit to start: its shell command line and the slots it was given (one host each)."""
+
+    command_line: str
+    hosts: tuple[str, ...]
+    sandbox: Path
+    processes: int
+    mpi: bool
+
+
+class LaunchMethod(Protocol):
+    """Turns a unit's command line into the argv the agent executes."""
+
+    def argv(self, request: LaunchRequest) -> list[str]:
+        """The argv that starts the unit on its slots."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchMethodRecord:
+    """Registers a launch method under a name (``fork``, ``mpirun``, ``srun`` ...)."""
+
+    name: str
+    method: LaunchMethod
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSlots:
+    """One node of the allocation and how many unit slots it offers."""
+
+    host: str
+    slots: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentResources:
+    """The slots an agent found, and the launch methods to reach other nodes and run MPI units."""
+
+    nodes: tuple[NodeSlots, ...]
+    remote_launch_method: str = "fork"
+    mpi_launch_method: str = "mpirun"
+    source: str = "host"
+
+    @property
+    def total_slots(self) -> int:
+        """All slots of all nodes."""
+        return sum(node.slots for node in self.nodes)
+
+
+@dataclasses.dataclass(frozen=True)
+class PilotView:
+    """What the placement policy sees of a pilot."""
+
+    id: str
+    state: State
+    slots: int
+    free: int
+    datacenter: str | None
+    machine: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitView:
+    """What the placement policy sees of a queued unit."""
+
+    id: str
+    slots: int
+    datacenter: str | None
+    machine: str | None
+    input_data: Sequence[str] = ()

@@ -1,0 +1,211 @@
+"""ComputeDataService: the workload's entry point. Units submitted here wait in the service and
+are bound to a pilot with free capacity by the placement hook (late binding), in a background
+thread of the client process; agents claim the units bound to their pilot."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pilot import urls
+from pilot.compute import (
+    ComputeUnit,
+    PilotComputeService,
+    new_id,
+    open_url,
+    poll_until,
+    unit_records,
+)
+from pilot.descriptions import ComputeUnitDescription
+from pilot.errors import PilotError
+from pilot.lifecycle import LIVE_PILOT_STATES, cancel_units, refresh_pilot
+from pilot.log import get_logger
+from pilot.plugin.types import PilotView, UnitView
+from pilot.session import Session, default_session
+from pilot.states import State
+from pilot.store import ACTIVE_UNIT_STATES, Record
+
+#: Units bound to a pilot beyond its slots, so its agent never waits for the client.
+PREFETCH = 128
+
+
+def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
+    """The live pilots of the service's pilot compute services (refreshed when a session is
+    given, so dead ones are found)."""
+    pilots = store.pilots_of(store.children(cds_id))
+    if session is not None:
+        pilots = [refresh_pilot(session, store, p) for p in pilots]
+    return [p for p in pilots if State(p["state"]) in LIVE_PILOT_STATES]
+
+
+def unrunnable_reason(store: Any, cds_id: str, units: Sequence[Record]) -> str | None:
+    """Why queued ``units`` of the service can never run, or None while some pilot could."""
+    queued = [u for u in units if u.get("pilot_id") is None and State(u["state"]) in (State.New, State.Pending)]
+    if not queued:
+        return None
+    live = live_pilots(store, cds_id)
+    if not live:
+        return "no pilot of the service is alive (none was added, or all have ended)"
+    largest = max(int(p.get("slots") or 0) for p in live)
+    too_big = [u for u in queued if int(u["slots"]) > largest]
+    if too_big:
+        return f"{too_big[0]['id']} needs {too_big[0]['slots']} slots; the largest live pilot has {largest}"
+    return None
+
+
+class ComputeDataService:
+    """Places compute units on the pilots of its services. Reconnect with ``cds_url``."""
+
+    def __init__(self, cds_url: str | None = None, *, coordination_url: str | None = None,
+                 session: Session | None = None) -> None:
+        if cds_url is not None:
+            self._session, self._store, self.id = open_url(cds_url, "cds", session)
+            record = self._store.get_service(self.id)
+            if record is None or record["kind"] != "cds":
+                raise PilotError(f"no compute data service {self.id} in {self._store.url}")
+        else:
+            self._session = session or default_session()
+            self._store = self._session.store(coordination_url)
+            self.id = new_id("cds")
+            self._store.put_service(self.id, "cds", {})
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._placer: threading.Thread | None = None
+        self._placer_lock = threading.Lock()
+        self._log = get_logger(cds=self.id)
+        if self._store.children(self.id):
+            self._start_placer()
+
+    def __repr__(self) -> str:
+        return f"<ComputeDataService {self.id}>"
+
+    def get_url(self) -> str:
+        """The URL that reconnects to this service, its pilot services and its units."""
+        return urls.make(self._store.url, "cds", self.id)
+
+    # --- services ---------------------------------------------------------------------------
+    def add_pilot_compute_service(self, pcs: PilotComputeService) -> None:
+        """Add a pilot compute service: its pilots (now and later) run this service's units."""
+        if pcs._store.url != self._store.url:
+            raise PilotError(f"{pcs!r} uses store {pcs._store.url}, this service {self._store.url}")
+        self._store.link(self.id, pcs.id)
+        self._start_placer()
+        self._wake.set()
+
+    def remove_pilot_compute_service(self, pcs: PilotComputeService) -> None:
+        """Stop placing units on ``pcs``'s pilots (units already bound there stay)."""
+        self._store.unlink(self.id, pcs.id)
+
+    def list_pilot_compute_services(self) -> list[PilotComputeService]:
+        """The pilot compute services of this service."""
+        return [PilotComputeService(pcs_url=urls.make(self._store.url, "pcs", pcs_id), session=self._session)
+                for pcs_id in self._store.children(self.id)]
+
+    # --- units ------------------------------------------------------------------------------
+    def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription
+                            ) -> ComputeUnit:
+        """Queue one unit in this service."""
+        return self.submit_compute_units([compute_unit_description])[0]
+
+    def submit_compute_units(self, compute_unit_descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription]
+                             ) -> list[ComputeUnit]:
+        """Queue many units in one store round trip. All are validated before any is queued; a
+        unit larger than every live pilot fails at once with the reason."""
+        records = unit_records(compute_unit_descriptions, cds_id=self.id)
+        live = live_pilots(self._store, self.id)
+        if live:
+            largest = max(int(p.get("slots") or 0) for p in live)
+            for rec in records:
+                if rec["slots"] > largest:
+                    rec.update(state=State.Failed, finished=time.time(),
+                               reason=f"needs {rec['slots']} slots; the largest pilot of the service has {largest}")
+        self._store.insert_units(records)
+        self._start_placer()
+        self._wake.set()
+        return [ComputeUnit(session=self._session, _store=self._store, _id=r["id"]) for r in records]
+
+    def list_compute_units(self) -> list[ComputeUnit]:
+        """Every unit submitted to this service."""
+        return [ComputeUnit(session=self._session, _store=self._store, _id=u["id"])
+                for u in self._store.find_units(cds_id=self.id)]
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until every unit of this service is final. Raises ``PilotError`` naming the units
+        when queued units can never run, ``TimeoutError`` after ``timeout`` s."""
+        self._start_placer()
+        checked = [0.0]
+
+        def all_final() -> bool | None:
+            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=1000)
+            if not active:
+                return True
+            if time.monotonic() - checked[0] > 0.5:
+                checked[0] = time.monotonic()
+                live_pilots(self._store, self.id, self._session)  # finds dead pilots
+                reason = unrunnable_reason(self._store, self.id, active)
+                if reason:
+                    stuck = [u["id"] for u in active if u.get("pilot_id") is None]
+                    shown = ", ".join(stuck[:10]) + (f" and {len(stuck) - 10} more" if len(stuck) > 10 else "")
+                    raise PilotError(f"{len(stuck)} queued units can never run ({shown}): {reason}")
+            return None
+
+        poll_until(all_final, timeout, f"the units of {self.id}")
+
+    def cancel(self) -> None:
+        """Cancel this service's unfinished units and the pilots of its services."""
+        self._stop.set()
+        self._wake.set()
+        active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES)
+        cancel_units(self._store, [u["id"] for u in active])
+        for pcs in self.list_pilot_compute_services():
+            pcs.cancel()
+
+    # --- placement --------------------------------------------------------------------------
+    def _start_placer(self) -> None:
+        with self._placer_lock:
+            if self._stop.is_set() or (self._placer is not None and self._placer.is_alive()):
+                return
+            self._placer = threading.Thread(target=self._place_loop, name=f"pilot-placer-{self.id}", daemon=True)
+            self._placer.start()
+
+    def _place_loop(self) -> None:
+        delay = 0.005
+        while not self._stop.is_set():
+            try:
+                placed, waiting = self.place_once()
+            except Exception:
+                self._log.exception("placement failed; retrying")
+                placed, waiting = 0, True
+            delay = 0.005 if placed else min(delay * 2, 0.25 if waiting else 1.0)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def place_once(self) -> tuple[int, bool]:
+        """Bind queued units to pilots with free capacity, once. Returns (units bound, whether
+        units are still waiting)."""
+        pilots = live_pilots(self._store, self.id, self._session)
+        if not pilots:
+            return 0, bool(self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=1))
+        used = self._store.count_active([p["id"] for p in pilots])
+        free = {p["id"]: int(p["slots"]) + max(int(p["slots"]), PREFETCH) - used[p["id"]] for p in pilots}
+        room = sum(max(0, f) for f in free.values())
+        if room <= 0:
+            return 0, True
+        queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=room + 64)
+        hook = self._session.plugins.hook.pilot_place_unit
+        bindings = []
+        for unit in queued:
+            view = UnitView(unit["id"], int(unit["slots"]), unit.get("datacenter"), unit.get("machine"),
+                            tuple((unit.get("description") or {}).get("input_data", ())))
+            candidates = [PilotView(p["id"], State(p["state"]), int(p["slots"]), free[p["id"]],
+                                    p.get("datacenter"), p.get("machine"))
+                          for p in pilots if int(p["slots"]) >= view.slots]
+            chosen = hook(unit=view, pilots=candidates) if candidates else None
+            if chosen in free:
+                bindings.append((unit["id"], chosen))
+                free[chosen] -= view.slots
+        bound = self._store.bind_units(bindings) if bindings else []
+        return len(bound), len(queued) > len(bound)
+

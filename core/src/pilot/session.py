@@ -1,0 +1,106 @@
+"""A session owns the plugin manager, the settings and the open stores of one process.
+
+Services take ``session=`` for tests and embedding; without it they share one created lazily on
+first use (never at import).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pilot.errors import PilotError
+from pilot.plugin.manager import PluginManager
+from pilot.urls import scheme_of
+
+HOME_ENV = "PILOT_HOME"
+STORE_ENV = "PILOT_COORDINATION_URL"
+HEARTBEAT_TIMEOUT_ENV = "PILOT_HEARTBEAT_TIMEOUT"
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+
+
+def pilot_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$PILOT_HOME``, default ``~/.pilot``: the embedded store and site files live here."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(HOME_ENV) or "~/.pilot").expanduser().absolute()
+
+
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """``$PILOT_COORDINATION_URL``, else the embedded SQLite store under ``pilot_home()``."""
+    env = os.environ if environ is None else environ
+    return env.get(STORE_ENV) or f"sqlite://{pilot_home(env) / 'store.sqlite'}"
+
+
+def heartbeat_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``$PILOT_HEARTBEAT_TIMEOUT`` in seconds, default 60."""
+    raw = (os.environ if environ is None else environ).get(HEARTBEAT_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_HEARTBEAT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PilotError(f"{HEARTBEAT_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise PilotError(f"{HEARTBEAT_TIMEOUT_ENV} must be positive, got {raw!r}")
+    return value
+
+
+class Session:
+    """Plugins and open stores for one process."""
+
+    def __init__(self, plugins: PluginManager | None = None) -> None:
+        self._plugins = plugins
+        self._stores: dict[str, Any] = {}
+        self._adaptors: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def plugins(self) -> PluginManager:
+        """The plugin manager, loaded on first use."""
+        with self._lock:
+            if self._plugins is None:
+                self._plugins = PluginManager()
+            return self._plugins
+
+    def store(self, url: str | None = None) -> Any:
+        """The open store for ``url`` (default: ``default_store_url()``), shared in this session."""
+        url = url or default_store_url()
+        with self._lock:
+            store = self._stores.get(url)
+            if store is None:
+                store = self.plugins.store_for(scheme_of(url)).open(url)
+                self._stores[url] = store
+                self._stores[store.url] = store
+            return store
+
+    def adaptor(self, service_url: str) -> Any:
+        """The resource adaptor for ``service_url``, one per URL in this session."""
+        with self._lock:
+            adaptor = self._adaptors.get(service_url)
+            if adaptor is None:
+                adaptor = self.plugins.adaptor_for(scheme_of(service_url)).factory(service_url)
+                self._adaptors[service_url] = adaptor
+            return adaptor
+
+    def close(self) -> None:
+        """Close every store opened by this session."""
+        with self._lock:
+            for store in {id(s): s for s in self._stores.values()}.values():
+                store.close()
+            self._stores.clear()
+
+
+_default: Session | None = None
+_default_lock = threading.Lock()
+
+
+def default_session() -> Session:
+    """The process-wide session, created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Session()
+        return _default

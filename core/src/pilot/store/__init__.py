@@ -1,0 +1,107 @@
+"""The coordination store: the only channel between clients and agents.
+
+Every store (the embedded SQLite one here, Redis in ``pilot-redis``) implements
+``CoordinationStore`` and passes ``pilot.testing.store_conformance``. Records are plain dicts
+with the fields below; ``description`` and ``hosts`` hold JSON-ready values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from pilot.states import State
+
+Record = dict[str, Any]
+
+PILOT_FIELDS = (
+    "id", "service_id", "state", "description", "sandbox", "scheme", "native_id", "slots", "hosts",
+    "datacenter", "machine", "submitted", "started", "finished", "heartbeat", "heartbeat_timeout",
+    "reason", "cancel_requested", "agent_host", "agent_pid",
+)
+UNIT_FIELDS = (
+    "id", "cds_id", "pilot_id", "state", "claimed", "slots", "description", "datacenter", "machine",
+    "exit_code", "host", "sandbox", "submitted", "started", "finished", "reason", "cancel_requested",
+    "attempts",
+)
+JSON_FIELDS = frozenset({"description", "hosts"})
+ACTIVE_UNIT_STATES = (State.New, State.Pending, State.Staging, State.Running)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitUpdate:
+    """Set ``changes`` on unit ``id``, only while its state is one of ``expect`` (any if None)
+    and, when ``pilot_id`` is given, only while the unit is bound to that pilot."""
+
+    id: str
+    changes: Mapping[str, Any]
+    expect: Sequence[State] | None = None
+    pilot_id: str | None = None
+
+
+class CoordinationStore(Protocol):
+    """What the core needs of a store. Writes of many records are one round trip."""
+
+    url: str
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def put_service(self, service_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        """Create or replace a service record."""
+
+    def get_service(self, service_id: str) -> Record | None:
+        """A service record (``id``, ``kind``, ``data``), or None."""
+
+    def link(self, parent: str, child: str) -> None:
+        """Record that service ``parent`` uses service ``child`` (a CDS and its PCS)."""
+
+    def unlink(self, parent: str, child: str) -> None:
+        """Remove a link."""
+
+    def children(self, parent: str) -> list[str]:
+        """Services linked under ``parent``, in link order."""
+
+    def insert_pilot(self, record: Mapping[str, Any]) -> None:
+        """Insert a new pilot."""
+
+    def get_pilots(self, ids: Sequence[str]) -> list[Record]:
+        """Pilots by id (missing ones left out)."""
+
+    def pilots_of(self, service_ids: Sequence[str]) -> list[Record]:
+        """Every pilot of these pilot compute services, oldest first."""
+
+    def update_pilot(self, pilot_id: str, changes: Mapping[str, Any],
+                     expect: Sequence[State] | None = None) -> bool:
+        """Apply ``changes`` if the pilot's state is in ``expect``; True when applied."""
+
+    def heartbeat(self, pilot_id: str, now: float) -> Record | None:
+        """Record the agent's heartbeat; return the pilot (state, cancel_requested)."""
+
+    def insert_units(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert many units at once, in order."""
+
+    def get_units(self, ids: Sequence[str]) -> list[Record]:
+        """Units by id (missing ones left out)."""
+
+    def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
+                   states: Sequence[State] | None = None, unbound: bool = False,
+                   cancel_requested: bool = False, limit: int | None = None) -> list[Record]:
+        """Units matching every given filter, in submission order."""
+
+    def count_active(self, pilot_ids: Sequence[str]) -> dict[str, int]:
+        """Slots held by unfinished units bound to each pilot."""
+
+    def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
+        """Apply many conditional updates at once; return the ids where they applied."""
+
+    def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
+        """Bind queued, unbound units to pilots (``(unit_id, pilot_id)``); return those bound."""
+
+    def unbind_units(self, pilot_id: str) -> list[str]:
+        """Return the pilot's queued units (claimed or not, never started) to the service."""
+
+    def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
+        """Atomically claim up to ``limit`` queued units bound to ``pilot_id``, oldest first.
+        A unit is claimed by one agent only, ever."""

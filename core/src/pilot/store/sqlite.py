@@ -1,0 +1,329 @@
+"""The embedded coordination store: one SQLite file (WAL), the default when no
+``coordination_url`` is given. Safe for many processes on one host."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tenacity
+
+from pilot.errors import PilotError
+from pilot.plugin import hookimpl
+from pilot.plugin.types import CoordinationStoreRecord
+from pilot.states import FINAL_STATES, State
+from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS services (id TEXT PRIMARY KEY, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS links (seq INTEGER PRIMARY KEY AUTOINCREMENT, parent TEXT NOT NULL,
+    child TEXT NOT NULL, UNIQUE(parent, child));
+CREATE TABLE IF NOT EXISTS pilots (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+    service_id TEXT, state TEXT NOT NULL, description TEXT, sandbox TEXT, scheme TEXT, native_id TEXT,
+    slots INTEGER, hosts TEXT, datacenter TEXT, machine TEXT, submitted REAL, started REAL,
+    finished REAL, heartbeat REAL, heartbeat_timeout REAL, reason TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, agent_host TEXT, agent_pid INTEGER);
+CREATE INDEX IF NOT EXISTS pilots_service ON pilots(service_id);
+CREATE TABLE IF NOT EXISTS units (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+    cds_id TEXT, pilot_id TEXT, state TEXT NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
+    slots INTEGER NOT NULL DEFAULT 1, description TEXT, datacenter TEXT, machine TEXT,
+    exit_code INTEGER, host TEXT, sandbox TEXT, submitted REAL, started REAL, finished REAL,
+    reason TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS units_pilot ON units(pilot_id, state, claimed);
+CREATE INDEX IF NOT EXISTS units_cds ON units(cds_id, state, pilot_id);
+"""
+_ACTIVE = tuple(s.value for s in State if s not in FINAL_STATES and s is not State.Unknown)
+_QUEUED = (State.New.value, State.Pending.value)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _retrying(func: Callable[..., T]) -> Callable[..., T]:
+    """Retry a store call that met a busy database, with jittered backoff, for up to a minute."""
+    wrapped: Callable[..., T] = tenacity.retry(
+        retry=tenacity.retry_if_exception(_is_busy),
+        wait=tenacity.wait_exponential_jitter(initial=0.005, max=1.0),
+        stop=tenacity.stop_after_delay(60),
+        reraise=True,
+    )(func)
+    return wrapped
+
+
+def _encode(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in record.items():
+        if key not in fields:
+            raise PilotError(f"unknown store field {key!r}")
+        if key in JSON_FIELDS and value is not None:
+            value = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, State):
+            value = value.value
+        elif isinstance(value, bool):
+            value = int(value)
+        out[key] = value
+    return out
+
+
+def _decode(row: sqlite3.Row) -> Record:
+    record = {key: row[key] for key in row.keys() if key != "seq"}
+    for key in JSON_FIELDS:
+        if record.get(key) is not None:
+            record[key] = json.loads(record[key])
+    if "cancel_requested" in record:
+        record["cancel_requested"] = bool(record["cancel_requested"])
+    if "claimed" in record:
+        record["claimed"] = bool(record["claimed"])
+    return record
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+class SQLiteStore:
+    """A coordination store in one SQLite file; one connection per thread."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.url = f"sqlite://{self.path}"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._setup()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Open ``sqlite:///absolute/path``."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "sqlite" or not parts.path or parts.netloc:
+            raise PilotError(f"not an SQLite store URL: {url!r} (expected sqlite:///absolute/path)",
+                             key="coordination_url")
+        return cls(urllib.parse.unquote(parts.path))
+
+    def _con(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                con = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise PilotError(f"cannot open the coordination store {self.path}: {exc}") from exc
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            self._local.con = con
+            with self._lock:
+                self._all.append(con)
+        return con
+
+    @_retrying
+    def _setup(self) -> None:
+        con = self._con()
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this object opened."""
+        with self._lock:
+            for con in self._all:
+                con.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- services ---------------------------------------------------------------------------
+    @_retrying
+    def put_service(self, service_id: str, kind: str, data: Mapping[str, Any]) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO services (id, kind, data) VALUES (?, ?, ?)",
+                        (service_id, kind, json.dumps(dict(data))))
+
+    @_retrying
+    def get_service(self, service_id: str) -> Record | None:
+        row = self._con().execute("SELECT id, kind, data FROM services WHERE id = ?", (service_id,)).fetchone()
+        return None if row is None else {"id": row["id"], "kind": row["kind"], "data": json.loads(row["data"])}
+
+    @_retrying
+    def link(self, parent: str, child: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR IGNORE INTO links (parent, child) VALUES (?, ?)", (parent, child))
+
+    @_retrying
+    def unlink(self, parent: str, child: str) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM links WHERE parent = ? AND child = ?", (parent, child))
+
+    @_retrying
+    def children(self, parent: str) -> list[str]:
+        rows = self._con().execute("SELECT child FROM links WHERE parent = ? ORDER BY seq", (parent,))
+        return [row[0] for row in rows]
+
+    # --- pilots -----------------------------------------------------------------------------
+    @_retrying
+    def insert_pilot(self, record: Mapping[str, Any]) -> None:
+        row = _encode(record, PILOT_FIELDS)
+        with self._write() as con:
+            con.execute(f"INSERT INTO pilots ({','.join(row)}) VALUES ({_marks(row)})", tuple(row.values()))
+
+    @_retrying
+    def get_pilots(self, ids: Sequence[str]) -> list[Record]:
+        if not ids:
+            return []
+        rows = self._con().execute(f"SELECT * FROM pilots WHERE id IN ({_marks(ids)}) ORDER BY seq", tuple(ids))
+        return [_decode(row) for row in rows]
+
+    @_retrying
+    def pilots_of(self, service_ids: Sequence[str]) -> list[Record]:
+        if not service_ids:
+            return []
+        rows = self._con().execute(
+            f"SELECT * FROM pilots WHERE service_id IN ({_marks(service_ids)}) ORDER BY seq", tuple(service_ids))
+        return [_decode(row) for row in rows]
+
+    @_retrying
+    def update_pilot(self, pilot_id: str, changes: Mapping[str, Any],
+                     expect: Sequence[State] | None = None) -> bool:
+        row = _encode(changes, PILOT_FIELDS)
+        sql = f"UPDATE pilots SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
+        args: list[Any] = [*row.values(), pilot_id]
+        if expect is not None:
+            sql += f" AND state IN ({_marks(expect)})"
+            args += [State(s).value for s in expect]
+        with self._write() as con:
+            return con.execute(sql, args).rowcount > 0
+
+    @_retrying
+    def heartbeat(self, pilot_id: str, now: float) -> Record | None:
+        with self._write() as con:
+            con.execute("UPDATE pilots SET heartbeat = ? WHERE id = ?", (now, pilot_id))
+            row = con.execute("SELECT * FROM pilots WHERE id = ?", (pilot_id,)).fetchone()
+        return None if row is None else _decode(row)
+
+    # --- units ------------------------------------------------------------------------------
+    @_retrying
+    def insert_units(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if not records:
+            return
+        rows = [_encode(r, UNIT_FIELDS) for r in records]
+        columns = list(rows[0])
+        sql = f"INSERT INTO units ({','.join(columns)}) VALUES ({_marks(columns)})"
+        with self._write() as con:
+            con.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
+
+    @_retrying
+    def get_units(self, ids: Sequence[str]) -> list[Record]:
+        out: list[Record] = []
+        con = self._con()
+        for start in range(0, len(ids), 500):
+            chunk = tuple(ids[start:start + 500])
+            out += [_decode(r) for r in con.execute(f"SELECT * FROM units WHERE id IN ({_marks(chunk)})", chunk)]
+        order = {unit_id: n for n, unit_id in enumerate(ids)}
+        out.sort(key=lambda r: order[r["id"]])
+        return out
+
+    @_retrying
+    def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
+                   states: Sequence[State] | None = None, unbound: bool = False,
+                   cancel_requested: bool = False, limit: int | None = None) -> list[Record]:
+        where, args = [], []
+        if cds_id is not None:
+            where.append("cds_id = ?")
+            args.append(cds_id)
+        if pilot_id is not None:
+            where.append("pilot_id = ?")
+            args.append(pilot_id)
+        if states is not None:
+            where.append(f"state IN ({_marks(states)})")
+            args += [State(s).value for s in states]
+        if unbound:
+            where.append("pilot_id IS NULL")
+        if cancel_requested:
+            where.append("cancel_requested = 1")
+        sql = "SELECT * FROM units" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_decode(row) for row in self._con().execute(sql, args)]
+
+    @_retrying
+    def count_active(self, pilot_ids: Sequence[str]) -> dict[str, int]:
+        counts = dict.fromkeys(pilot_ids, 0)
+        if pilot_ids:
+            rows = self._con().execute(
+                f"SELECT pilot_id, SUM(slots) FROM units WHERE pilot_id IN ({_marks(pilot_ids)})"
+                f" AND state IN ({_marks(_ACTIVE)}) GROUP BY pilot_id", (*pilot_ids, *_ACTIVE))
+            counts.update({row[0]: int(row[1]) for row in rows})
+        return counts
+
+    @_retrying
+    def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
+        applied: list[str] = []
+        with self._write() as con:
+            for update in updates:
+                row = _encode(update.changes, UNIT_FIELDS)
+                sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
+                args: list[Any] = [*row.values(), update.id]
+                if update.expect is not None:
+                    sql += f" AND state IN ({_marks(update.expect)})"
+                    args += [State(s).value for s in update.expect]
+                if update.pilot_id is not None:
+                    sql += " AND pilot_id = ?"
+                    args.append(update.pilot_id)
+                if con.execute(sql, args).rowcount:
+                    applied.append(update.id)
+        return applied
+
+    @_retrying
+    def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
+        bound: list[str] = []
+        with self._write() as con:
+            for unit_id, pilot_id in bindings:
+                cur = con.execute("UPDATE units SET pilot_id = ? WHERE id = ? AND pilot_id IS NULL"
+                                  f" AND state IN ({_marks(_QUEUED)})", (pilot_id, unit_id, *_QUEUED))
+                if cur.rowcount:
+                    bound.append(unit_id)
+        return bound
+
+    @_retrying
+    def unbind_units(self, pilot_id: str) -> list[str]:
+        with self._write() as con:
+            rows = con.execute(
+                "UPDATE units SET pilot_id = NULL, claimed = 0 WHERE pilot_id = ? AND cds_id IS NOT NULL"
+                f" AND state IN ({_marks(_QUEUED)}) RETURNING id", (pilot_id, *_QUEUED)).fetchall()
+        return [row[0] for row in rows]
+
+    @_retrying
+    def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
+        with self._write() as con:
+            rows = con.execute(
+                "UPDATE units SET claimed = 1 WHERE seq IN (SELECT seq FROM units WHERE pilot_id = ?"
+                " AND state = ? AND claimed = 0 ORDER BY seq LIMIT ?) RETURNING *",
+                (pilot_id, State.Pending.value, limit)).fetchall()
+        return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+
+@hookimpl
+def pilot_coordination_stores() -> list[CoordinationStoreRecord]:
+    """Register the embedded SQLite store for ``sqlite://``."""
+    return [CoordinationStoreRecord(name="sqlite", schemes=("sqlite",), open=SQLiteStore.from_url)]

@@ -1,0 +1,1 @@
+"""A testing kit for plugin authors: fixtures and conformance suites."""

@@ -1,0 +1,1 @@
+"""pytest fixtures shipped with pilot-core (registered through the ``pytest11`` entry point)."""
