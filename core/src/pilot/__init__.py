@@ -23,7 +23,10 @@ _PUBLIC = {
     "PilotDataDescription": "pilot.descriptions",
     "DataUnitDescription": "pilot.descriptions",
 }
-__all__ = [*_PUBLIC, "version"]
+__all__ = [
+    "ComputeDataService", "ComputeUnit", "ComputeUnitDescription", "DataUnitDescription", "PilotCompute",
+    "PilotComputeDescription", "PilotComputeService", "PilotDataDescription", "PilotError", "State", "version",
+]
 
 if TYPE_CHECKING:
     from pilot.compute import ComputeUnit, PilotCompute, PilotComputeService

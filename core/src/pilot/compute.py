@@ -128,11 +128,13 @@ class ComputeUnit:
 
     def get_exit_code(self) -> int | None:
         """The exit code, once the unit has ended (None before, or when it never started)."""
-        return self._record().get("exit_code")  # type: ignore[no-any-return]
+        code: int | None = self._record().get("exit_code")
+        return code
 
     def get_local_working_directory(self) -> str | None:
         """The unit's sandbox (its working directory), once an agent has picked it."""
-        return self._record().get("sandbox")  # type: ignore[no-any-return]
+        sandbox: str | None = self._record().get("sandbox")
+        return sandbox
 
     def cancel(self) -> None:
         """Cancel: a queued unit ends at once, a running one is killed by its agent."""
@@ -221,7 +223,7 @@ class PilotCompute:
         rec = self._record()
         if State(rec["state"]) in FINAL_STATES:
             return 0
-        used = self._store.count_active([self.id])[self.id]
+        used: int = self._store.count_active([self.id])[self.id]
         return max(0, int(rec.get("slots") or 0) - used)
 
     def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription

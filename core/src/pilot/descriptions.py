@@ -174,7 +174,7 @@ class _Description:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
             value = _plain(getattr(self, field.name))
-            if value is not None and value != () and value != {}:
+            if value is not None and value not in ((), {}):
                 out[field.name] = value
         return out
 

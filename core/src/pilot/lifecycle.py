@@ -47,7 +47,7 @@ def refresh_pilot(session: Any, store: Any, record: Record) -> Record:
             get_logger().debug("pilot status unavailable", pilot=record["id"], error=str(exc))
             return record
         if State(status.state) in FINAL_STATES:
-            latest = store.get_pilots([record["id"]])[0]
+            latest: Record = store.get_pilots([record["id"]])[0]
             if State(latest["state"]) in FINAL_STATES:
                 return latest
             reason = status.message or f"batch job {native_id} ended ({status.state})"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pilot.errors import IllegalTransition
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """A state; members compare equal to their names (``State.Done == "Done"``)."""
 
     Unknown = "Unknown"
@@ -29,16 +29,13 @@ class State(str, enum.Enum):
     Canceled = "Canceled"
     Failed = "Failed"
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def is_final(self) -> bool:
         """True for Done, Canceled and Failed."""
         return self in FINAL_STATES
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """The kinds of entity that have states."""
 
     pilot = "pilot"

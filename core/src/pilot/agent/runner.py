@@ -134,8 +134,10 @@ class Agent:
         due = [next_heartbeat]
         if self.running:
             due.append(next_control)
-            due += [u.kill_at if u.kill_at is not None else u.deadline
-                    for u in self.running.values() if (u.kill_at or u.deadline) is not None]  # type: ignore[misc]
+            for unit in self.running.values():
+                when = unit.kill_at if unit.kill_at is not None else unit.deadline
+                if when is not None:
+                    due.append(when)
         if self.free_hosts and (self.queue or len(self.queue) < self.total_slots):
             due.append(next_claim)
         if self.updates:

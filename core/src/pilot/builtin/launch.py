@@ -12,10 +12,13 @@ from pilot.plugin import hookimpl
 from pilot.plugin.types import LaunchMethodRecord, LaunchRequest
 
 _PLAIN = frozenset(string.ascii_letters + string.digits + "-_./:,+@%^= ")
-_SHELL_WORDS = frozenset(
-    ". : [ alias bg break case cd command continue do done echo elif else esac eval exec exit export "
-    "false fc fg fi for getopts hash if in jobs kill local printf pwd read readonly return set shift "
-    "test then times trap true type ulimit umask unalias unset until wait while { } !".split())
+_SHELL_WORDS = frozenset({
+    ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done", "echo", "elif",
+    "else", "esac", "eval", "exec", "exit", "export", "false", "fc", "fg", "fi", "for", "getopts", "hash",
+    "if", "in", "jobs", "kill", "local", "printf", "pwd", "read", "readonly", "return", "set", "shift",
+    "test", "then", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait",
+    "while", "{", "}", "!",
+})
 
 
 def command_argv(line: str) -> list[str]:

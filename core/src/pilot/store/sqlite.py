@@ -76,7 +76,7 @@ def _encode(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
 
 
 def _decode(row: sqlite3.Row) -> Record:
-    record = {key: row[key] for key in row.keys() if key != "seq"}
+    record = {key: row[key] for key in row.keys() if key != "seq"}  # noqa: SIM118
     for key in JSON_FIELDS:
         if record.get(key) is not None:
             record[key] = json.loads(record[key])
@@ -185,7 +185,7 @@ class SQLiteStore:
     def insert_pilot(self, record: Mapping[str, Any]) -> None:
         row = _encode(record, PILOT_FIELDS)
         with self._write() as con:
-            con.execute(f"INSERT INTO pilots ({','.join(row)}) VALUES ({_marks(row)})", tuple(row.values()))
+            con.execute(f"INSERT INTO pilots ({','.join(row)}) VALUES ({_marks(list(row))})", tuple(row.values()))
 
     @_retrying
     def get_pilots(self, ids: Sequence[str]) -> list[Record]:
