@@ -72,7 +72,7 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
             "id": new_id("cu"), "cds_id": cds_id, "pilot_id": pilot_id, "state": State.Pending,
             "slots": desc.number_of_processes, "description": desc.to_dict(),
             "datacenter": desc.affinity_datacenter_label, "machine": desc.affinity_machine_label,
-            "submitted": now,
+            "submitted": now, "input_data": list(desc.input_data) or None,
         })
     return records
 

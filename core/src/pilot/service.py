@@ -28,7 +28,9 @@ from pilot.states import State
 from pilot.store import ACTIVE_UNIT_STATES, Record
 
 #: Units bound to a pilot beyond its slots, so its agent never waits for the client.
-PREFETCH = 128
+PREFETCH = 256
+_QUEUE_FIELDS = ("id", "slots", "datacenter", "machine", "input_data")
+_WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
 
 
 def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
@@ -138,7 +140,8 @@ class ComputeDataService:
         checked = [0.0]
 
         def all_final() -> bool | None:
-            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=1000)
+            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=1000,
+                                            fields=_WAIT_FIELDS)
             if not active:
                 return True
             if time.monotonic() - checked[0] > 0.5:
@@ -178,7 +181,8 @@ class ComputeDataService:
             except Exception:
                 self._log.exception("placement failed; retrying")
                 placed, waiting = 0, True
-            delay = 0.005 if placed else min(delay * 2, 0.25 if waiting else 1.0)
+            # units waiting for room on busy pilots: look again soon; nothing waiting: back off
+            delay = 0.005 if placed else (0.01 if waiting else min(delay * 2, 1.0))
             self._wake.wait(delay)
             self._wake.clear()
 
@@ -187,18 +191,20 @@ class ComputeDataService:
         units are still waiting)."""
         pilots = live_pilots(self._store, self.id, self._session)
         if not pilots:
-            return 0, bool(self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=1))
+            return 0, bool(self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=1,
+                                                  fields=("id",)))
         used = self._store.count_active([p["id"] for p in pilots])
         free = {p["id"]: int(p["slots"]) + max(int(p["slots"]), PREFETCH) - used[p["id"]] for p in pilots}
         room = sum(max(0, f) for f in free.values())
         if room <= 0:
             return 0, True
-        queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=room + 64)
+        queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=room + 64,
+                                        fields=_QUEUE_FIELDS)
         hook = self._session.plugins.hook.pilot_place_unit
         bindings = []
         for unit in queued:
             view = UnitView(unit["id"], int(unit["slots"]), unit.get("datacenter"), unit.get("machine"),
-                            tuple((unit.get("description") or {}).get("input_data", ())))
+                            tuple(unit.get("input_data") or ()))
             candidates = [PilotView(p["id"], State(p["state"]), int(p["slots"]), free[p["id"]],
                                     p.get("datacenter"), p.get("machine"))
                           for p in pilots if int(p["slots"]) >= view.slots]

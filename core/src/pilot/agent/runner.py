@@ -1,18 +1,17 @@
-"""The agent's event loop: claim units in batches, start them on free slots, block on their
-exits (pidfds) and timers, write state changes back in batches, heartbeat, drain at the end."""
+"""The agent's loop: claim units in batches for the slot workers, write their state changes back
+in batches, heartbeat, watch for cancels and walltimes, and drain at the end."""
 
 from __future__ import annotations
 
-import collections
 import os
 import selectors
 import signal
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
-from pilot.agent.units import RunningUnit, StartError, exit_reason, start_unit, unit_sandbox
+from pilot.agent.units import exit_reason
+from pilot.agent.workers import SlotWorkers
 from pilot.builtin.procs import session_members
 from pilot.lifecycle import LIVE_PILOT_STATES, settle_units
 from pilot.log import configure, get_logger
@@ -24,7 +23,7 @@ from pilot.store import Record, UnitUpdate
 FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written
 FLUSH_BATCH = 512       # ... or this many changes
 CONTROL_EVERY = 0.2     # seconds between checks for canceled units
-IDLE_MAX = 0.1          # longest pause between two claims when there is no work
+IDLE_MAX = 0.05         # longest pause between two claims when there is no work
 KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
 
 
@@ -34,14 +33,7 @@ class Agent:
     def __init__(self, session: Session, store: Any, pilot: Record, resources: AgentResources,
                  drain_margin: float = 0.0) -> None:
         self.session, self.store, self.pilot_id = session, store, pilot["id"]
-        self.sandbox = Path(pilot["sandbox"])
         self.resources = resources
-        self.local_host = socket.gethostname()
-        self.free_hosts = [node.host for node in resources.nodes for _ in range(node.slots)]
-        self.total_slots = len(self.free_hosts)
-        self.queue: collections.deque[Record] = collections.deque()
-        self.running: dict[int, RunningUnit] = {}
-        self.by_id: dict[str, RunningUnit] = {}
         self.updates: dict[str, list[Any]] = {}  # unit id -> [changes, expected states]
         self.heartbeat_every = min(10.0, float(pilot.get("heartbeat_timeout") or 60.0) / 4)
         walltime = (pilot.get("description") or {}).get("walltime")
@@ -49,7 +41,6 @@ class Agent:
         self.stop: tuple[State, str] | None = None
         self.log = get_logger(pilot=self.pilot_id)
         plugins = session.plugins
-        self.methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
         self.observers = bool(plugins.hook.pilot_state_changed.get_hookimpls())
         self.selector = selectors.DefaultSelector()
         self.wake_r, wake_w = os.pipe()
@@ -60,6 +51,10 @@ class Agent:
         self.signals: list[int] = []
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda n, _f: self.signals.append(n))
+        methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
+        total = resources.total_slots
+        self.claim_target = max(2 * total, 64)
+        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=total)
 
     # --- state changes, batched -----------------------------------------------------------
     def record(self, unit_id: str, changes: dict[str, Any], expect: tuple[State, ...]) -> None:
@@ -85,8 +80,33 @@ class Agent:
             return
         self.updates.clear()
         for update in batch:
-            if update.id not in applied and update.id in self.by_id:
-                self.by_id[update.id].terminate(None, KILL_GRACE)
+            unit = self.workers.running.get(update.id)
+            if update.id not in applied and unit is not None:
+                unit.terminate(None, KILL_GRACE)
+
+    def handle_events(self) -> None:
+        """Turn what the slot workers reported into state changes."""
+        for event in self.workers.drain_events():
+            if event[0] == "started":
+                _, unit, started, sandbox = event
+                self.record(unit.id, {"state": State.Running, "started": started, "host": unit.hosts[0],
+                                      "sandbox": sandbox}, (State.Pending,))
+            elif event[0] == "ended":
+                _, unit, returncode, finished = event
+                if unit.silent:
+                    self.updates.pop(unit.id, None)
+                    continue
+                code, reason = exit_reason(returncode) if returncode else (0, None)
+                state = State.Done if returncode == 0 else State.Failed
+                if unit.end is not None:
+                    state, reason = State(unit.end[0]), unit.end[1]
+                self.record(unit.id, {"state": state, "exit_code": code, "finished": finished, "reason": reason},
+                            (State.Pending, State.Running))
+            else:
+                _, rec, host, sandbox, error, started = event
+                self.record(rec["id"], {"state": State.Failed, "started": started, "finished": time.time(),
+                                        "host": host, "sandbox": sandbox, "reason": str(error),
+                                        "exit_code": error.exit_code}, (State.Pending,))
 
     # --- the loop -------------------------------------------------------------------------
     def start(self) -> bool:
@@ -95,7 +115,7 @@ class Agent:
         now = time.time()
         return bool(self.store.update_pilot(
             self.pilot_id, {"state": State.Running, "started": now, "heartbeat": now, "hosts": hosts,
-                            "slots": self.total_slots, "agent_host": self.local_host,
+                            "slots": self.workers.total, "agent_host": socket.gethostname(),
                             "agent_pid": os.getpid()}, expect=[State.New, State.Pending]))
 
     def run(self) -> None:
@@ -113,51 +133,39 @@ class Agent:
                 next_heartbeat = now + self.heartbeat_every
             if self.stop is not None:
                 break
-            if self.running and now >= next_control:
+            self.handle_events()
+            if self.workers.running and now >= next_control:
                 self.check_canceled()
                 next_control = now + CONTROL_EVERY
-            if self.free_hosts and len(self.queue) < self.total_slots and now >= next_claim:
-                want = max(32, 2 * self.total_slots) - len(self.queue)
-                claimed = self.claim(want)
+            self.check_deadlines(now)
+            if len(self.workers.ready) <= self.workers.total and now >= next_claim:
+                claimed = self.claim(self.claim_target - len(self.workers.ready))
                 idle = 0.002 if claimed else min(idle * 2, IDLE_MAX)
                 next_claim = now if claimed else now + idle
-            self.start_ready()
             if len(self.updates) >= FLUSH_BATCH or (self.updates and now - last_flush >= FLUSH_EVERY):
                 self.flush()
                 last_flush = now
-            self.wait_events(self.timeout(now, next_heartbeat, next_control, next_claim, last_flush))
+            due = [next_heartbeat]
+            if len(self.workers.ready) <= self.workers.total:
+                due.append(next_claim)
+            if self.workers.running or self.updates:
+                due.append(now + FLUSH_EVERY)
+            if self.walltime_end is not None:
+                due.append(self.walltime_end)
+            self.wait(max(0.0, min(due) - time.monotonic()))
         self.drain(*self.stop)
 
-    def timeout(self, now: float, next_heartbeat: float, next_control: float, next_claim: float,
-                last_flush: float) -> float:
-        """How long the loop may block before a timer is due."""
-        due = [next_heartbeat]
-        if self.running:
-            due.append(next_control)
-            for unit in self.running.values():
-                when = unit.kill_at if unit.kill_at is not None else unit.deadline
-                if when is not None:
-                    due.append(when)
-        if self.free_hosts and (self.queue or len(self.queue) < self.total_slots):
-            due.append(next_claim)
-        if self.updates:
-            due.append(last_flush + FLUSH_EVERY)
-        if self.walltime_end is not None:
-            due.append(self.walltime_end)
-        return max(0.0, min(due) - now)
+    def wait(self, timeout: float) -> None:
+        """Block until a signal or a slot worker wakes us, or ``timeout`` passes."""
+        if self.selector.select(timeout):
+            try:
+                os.read(self.wake_r, 4096)
+            except BlockingIOError:
+                pass
 
-    def wait_events(self, timeout: float) -> None:
-        """Block until a unit exits, a signal arrives or ``timeout`` passes; handle what came."""
-        for key, _ in self.selector.select(timeout):
-            if key.fd == self.wake_r:
-                try:
-                    os.read(self.wake_r, 512)
-                except BlockingIOError:
-                    pass
-            else:
-                self.reap(key.fd)
-        now = time.monotonic()
-        for unit in list(self.running.values()):
+    def check_deadlines(self, now: float) -> None:
+        """SIGTERM units past their walltime; SIGKILL those that outlived their grace."""
+        for unit in list(self.workers.running.values()):
             if unit.kill_at is not None and now >= unit.kill_at:
                 unit.signal_group(signal.SIGKILL)
                 unit.kill_at = now + KILL_GRACE
@@ -192,96 +200,47 @@ class Agent:
         """Kill running units whose cancel was requested."""
         try:
             flagged = self.store.find_units(pilot_id=self.pilot_id, cancel_requested=True,
-                                            states=[State.Staging, State.Running])
+                                            states=[State.Staging, State.Running], fields=("id",))
         except Exception as exc:
             self.log.warning("cancel check failed", error=str(exc))
             return
         for rec in flagged:
-            unit = self.by_id.get(rec["id"])
+            unit = self.workers.running.get(rec["id"])
             if unit is not None:
                 unit.terminate((State.Canceled, None), KILL_GRACE)
 
     def claim(self, limit: int) -> int:
-        """Claim up to ``limit`` units bound to this pilot into the local queue."""
+        """Claim up to ``limit`` units bound to this pilot for the slot workers."""
         try:
             claimed = self.store.claim_units(self.pilot_id, limit)
         except Exception as exc:
             self.log.warning("claim failed", error=str(exc))
             return 0
-        self.queue.extend(claimed)
-        return len(claimed)
-
-    def start_ready(self) -> None:
-        """Start queued units, in order, while the next one fits the free slots."""
-        while self.queue:
-            rec = self.queue[0]
-            slots = int(rec["slots"])
-            if slots > self.total_slots:
-                self.queue.popleft()
+        runnable = []
+        for rec in claimed:
+            if int(rec["slots"]) > self.workers.total:
                 self.record(rec["id"], {"state": State.Failed, "finished": time.time(), "reason":
-                                        f"needs {slots} slots; the pilot has {self.total_slots}"}, (State.Pending,))
-                continue
-            if slots > len(self.free_hosts):
-                return
-            self.queue.popleft()
-            self.launch(rec, [self.free_hosts.pop() for _ in range(slots)])
-
-    def launch(self, rec: Record, hosts: list[str]) -> None:
-        """Start one unit on ``hosts`` and record it Running (or Failed when it cannot start)."""
-        desc = rec["description"]
-        sandbox = unit_sandbox(self.sandbox, rec["id"], desc)
-        if desc.get("spmd_variation") == "mpi":
-            method = self.methods[self.resources.mpi_launch_method]
-        elif hosts[0] != self.local_host:
-            method = self.methods[self.resources.remote_launch_method]
-        else:
-            method = self.methods["fork"]
-        now = time.time()
-        try:
-            proc = start_unit(rec["id"], desc, sandbox, hosts, method)
-        except StartError as exc:
-            self.free_hosts.extend(hosts)
-            self.record(rec["id"], {"state": State.Failed, "started": now, "finished": now, "host": hosts[0],
-                                    "sandbox": str(sandbox), "exit_code": exc.exit_code, "reason": str(exc)},
-                        (State.Pending,))
-            return
-        pidfd = os.pidfd_open(proc.pid)
-        walltime = desc.get("walltime")
-        unit = RunningUnit(rec["id"], proc, pidfd, hosts,
-                           deadline=time.monotonic() + walltime * 60 if walltime else None)
-        self.running[pidfd] = unit
-        self.by_id[unit.id] = unit
-        self.selector.register(pidfd, selectors.EVENT_READ, None)
-        self.record(rec["id"], {"state": State.Running, "started": now, "host": hosts[0],
-                                "sandbox": str(sandbox)}, (State.Pending,))
-
-    def reap(self, pidfd: int) -> None:
-        """A unit exited: free its slots and record how it ended."""
-        unit = self.running.pop(pidfd)
-        self.selector.unregister(pidfd)
-        os.close(pidfd)
-        returncode = unit.proc.wait()
-        del self.by_id[unit.id]
-        self.free_hosts.extend(unit.hosts)
-        if unit.silent:
-            return
-        code, reason = exit_reason(returncode) if returncode else (0, None)
-        state = State.Done if returncode == 0 else State.Failed
-        if unit.end is not None:
-            state, reason = State(unit.end[0]), unit.end[1]
-        self.record(unit.id, {"state": state, "exit_code": code, "finished": time.time(), "reason": reason},
-                    (State.Pending, State.Running))
+                                        f"needs {rec['slots']} slots; the pilot has {self.workers.total}"},
+                            (State.Pending,))
+            else:
+                runnable.append(rec)
+        self.workers.add(runnable)
+        return len(claimed)
 
     # --- the end --------------------------------------------------------------------------
     def drain(self, end: State, reason: str) -> None:
         """Stop every unit, write every change, end the pilot, hand queued units back."""
-        self.log.info("draining", state=str(end), reason=reason, running=len(self.running))
-        for unit in self.running.values():
+        self.log.info("draining", state=str(end), reason=reason, running=len(self.workers.running))
+        with self.workers.cond:
+            self.workers.stopping = True
+        for unit in list(self.workers.running.values()):
             unit.terminate(None, KILL_GRACE)
-        deadline = time.monotonic() + 2 * KILL_GRACE + 1
-        while self.running and time.monotonic() < deadline:
-            self.wait_events(0.05)
-        for rec in self.queue:  # claimed but never started: back to the service
+        never_started = self.workers.stop(KILL_GRACE)
+        for unit in list(self.workers.running.values()):
+            unit.signal_group(signal.SIGKILL)
+        self.workers.stop(KILL_GRACE)
+        self.handle_events()
+        for rec in never_started:
             self.updates.pop(rec["id"], None)
         self.flush()
         self.store.update_pilot(self.pilot_id, {"state": end, "finished": time.time(),
@@ -289,12 +248,13 @@ class Agent:
                                 expect=LIVE_PILOT_STATES)
         settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed)
         me = os.getpid()
-        for pid in session_members(os.getsid(0)) if os.getsid(0) == me else []:
-            if pid != me:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
+            for pid in session_members(me):
+                if pid != me:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
 
 def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:
@@ -317,7 +277,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
     if not agent.start():
         log.info("pilot ended before the agent started")
         return 0
-    log.info("agent running", slots=agent.total_slots, source=resources.source)
+    log.info("agent running", slots=agent.workers.total, source=resources.source)
     try:
         agent.run()
     except Exception as exc:

@@ -1,5 +1,9 @@
 """Starting one unit: its sandbox, its files, its argv, its process (in a process group of its
-own, so cancel and walltime kill everything it started)."""
+own, so cancel and walltime kill everything it started).
+
+Slot workers call ``start_unit`` from several threads: it uses plain ``os`` calls and
+``subprocess.Popen`` (vfork and exec release the GIL), so starts on different slots overlap.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pilot.plugin.types import LaunchMethod, LaunchRequest
 
@@ -20,7 +24,6 @@ class RunningUnit:
 
     id: str
     proc: subprocess.Popen[bytes]
-    pidfd: int
     hosts: list[str]
     deadline: float | None = None     # monotonic time of its walltime
     kill_at: float | None = None      # monotonic time to SIGKILL after a SIGTERM
@@ -51,10 +54,9 @@ class StartError(Exception):
         self.exit_code = exit_code
 
 
-def unit_sandbox(pilot_sandbox: Path, unit_id: str, description: dict[str, Any]) -> Path:
+def unit_sandbox(pilot_sandbox: str, unit_id: str, description: dict[str, Any]) -> str:
     """``working_directory`` (relative ones under the pilot sandbox), else ``<pilot sandbox>/<id>``."""
-    wd = description.get("working_directory")
-    return pilot_sandbox / wd if wd else pilot_sandbox / unit_id  # an absolute wd replaces the base
+    return os.path.join(pilot_sandbox, description.get("working_directory") or unit_id)
 
 
 def exit_reason(returncode: int) -> tuple[int, str]:
@@ -68,42 +70,48 @@ def exit_reason(returncode: int) -> tuple[int, str]:
     return returncode, f"exit code {returncode}"
 
 
-def start_unit(unit_id: str, description: dict[str, Any], sandbox: Path, hosts: list[str],
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_CLOEXEC
+
+
+def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
                method: LaunchMethod) -> subprocess.Popen[bytes]:
-    """Create the sandbox, open the unit's files and start its process."""
+    """Create the sandbox, open the unit's files and start its process in a new process group."""
     try:
         try:
             os.mkdir(sandbox)
         except FileExistsError:
             pass
         except FileNotFoundError:
-            sandbox.mkdir(parents=True, exist_ok=True)
-        stdout = open(sandbox / description.get("output", "stdout.txt"), "wb")  # noqa: SIM115
+            os.makedirs(sandbox, exist_ok=True)
+        stdout = os.open(os.path.join(sandbox, description.get("output", "stdout.txt")), _WRITE, 0o666)
     except OSError as exc:
         raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
-    stderr: IO[bytes] | None = None
-    stdin: IO[bytes] | int = subprocess.DEVNULL
+    stderr = stdin = -1
+    argv: list[str] = []
     try:
-        stderr = open(sandbox / description.get("error", "stderr.txt"), "wb")  # noqa: SIM115
+        stderr = os.open(os.path.join(sandbox, description.get("error", "stderr.txt")), _WRITE, 0o666)
         if description.get("input"):
-            stdin = open(sandbox / description["input"], "rb")  # noqa: SIM115
+            path = os.path.join(sandbox, description["input"])
+            try:
+                stdin = os.open(path, _READ)
+            except OSError as exc:
+                raise StartError(f"cannot open input file {path}: {exc.strerror}") from None
         line = " ".join([description["executable"], *description.get("arguments", ())])
-        request = LaunchRequest(line, tuple(hosts), sandbox, int(description.get("number_of_processes", 1)),
+        request = LaunchRequest(line, tuple(hosts), Path(sandbox), int(description.get("number_of_processes", 1)),
                                 description.get("spmd_variation") == "mpi")
         argv = method.argv(request)
         environment = description.get("environment")
         env = {**os.environ, **environment} if environment else None
-        return subprocess.Popen(argv, cwd=sandbox, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
-                                process_group=0)
+        return subprocess.Popen(argv, cwd=sandbox, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
+                                stdout=stdout, stderr=stderr, env=env, process_group=0)
     except FileNotFoundError as exc:
-        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename}", 127) from None
+        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename or argv[:1]}", 127) from None
     except PermissionError as exc:
-        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename}", 126) from None
+        raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename or argv[:1]}", 126) from None
     except OSError as exc:
         raise StartError(f"cannot start unit: {exc}") from None
     finally:
-        stdout.close()
-        if stderr is not None:
-            stderr.close()
-        if not isinstance(stdin, int):
-            stdin.close()
+        for fd in (stdout, stderr, stdin):
+            if fd >= 0:
+                os.close(fd)

@@ -23,9 +23,9 @@ PILOT_FIELDS = (
 UNIT_FIELDS = (
     "id", "cds_id", "pilot_id", "state", "claimed", "slots", "description", "datacenter", "machine",
     "exit_code", "host", "sandbox", "submitted", "started", "finished", "reason", "cancel_requested",
-    "attempts",
+    "attempts", "input_data",
 )
-JSON_FIELDS = frozenset({"description", "hosts"})
+JSON_FIELDS = frozenset({"description", "hosts", "input_data"})
 ACTIVE_UNIT_STATES = (State.New, State.Pending, State.Staging, State.Running)
 
 
@@ -87,8 +87,9 @@ class CoordinationStore(Protocol):
 
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
-                   cancel_requested: bool = False, limit: int | None = None) -> list[Record]:
-        """Units matching every given filter, in submission order."""
+                   cancel_requested: bool = False, limit: int | None = None,
+                   fields: Sequence[str] | None = None) -> list[Record]:
+        """Units matching every given filter, in submission order; only ``fields`` when given."""
 
     def count_active(self, pilot_ids: Sequence[str]) -> dict[str, int]:
         """Slots held by unfinished units bound to each pilot."""

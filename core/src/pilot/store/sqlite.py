@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS units (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT
     cds_id TEXT, pilot_id TEXT, state TEXT NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
     slots INTEGER NOT NULL DEFAULT 1, description TEXT, datacenter TEXT, machine TEXT,
     exit_code INTEGER, host TEXT, sandbox TEXT, submitted REAL, started REAL, finished REAL,
-    reason TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0);
+    reason TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    input_data TEXT);
 CREATE INDEX IF NOT EXISTS units_pilot ON units(pilot_id, state, claimed);
 CREATE INDEX IF NOT EXISTS units_cds ON units(cds_id, state, pilot_id);
 """
@@ -246,7 +247,8 @@ class SQLiteStore:
     @_retrying
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
-                   cancel_requested: bool = False, limit: int | None = None) -> list[Record]:
+                   cancel_requested: bool = False, limit: int | None = None,
+                   fields: Sequence[str] | None = None) -> list[Record]:
         where, args = [], []
         if cds_id is not None:
             where.append("cds_id = ?")
@@ -261,7 +263,13 @@ class SQLiteStore:
             where.append("pilot_id IS NULL")
         if cancel_requested:
             where.append("cancel_requested = 1")
-        sql = "SELECT * FROM units" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
+        columns = "*"
+        if fields is not None:
+            unknown = set(fields) - set(UNIT_FIELDS)
+            if unknown:
+                raise PilotError(f"unknown store fields {sorted(unknown)}")
+            columns = ", ".join(fields)
+        sql = f"SELECT {columns} FROM units" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_decode(row) for row in self._con().execute(sql, args)]

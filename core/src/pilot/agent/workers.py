@@ -1,0 +1,122 @@
+"""Slot workers: one thread per slot (up to a cap) takes the next queued unit that fits the free
+slots, starts it, and blocks in ``wait()`` until it exits. Process start-up and the wait release
+the GIL, so slots turn over in parallel without a round trip through the agent's loop."""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pilot.agent.units import RunningUnit, StartError, start_unit, unit_sandbox
+from pilot.plugin.types import AgentResources, LaunchMethod
+
+MAX_THREADS = 512
+
+Event = tuple[Any, ...]
+
+
+class SlotWorkers:
+    """Runs queued units on the slots of an allocation and reports what happened as events:
+    ``("started", unit, time, sandbox)``, ``("ended", unit, returncode, time)`` and
+    ``("failed", record, host, sandbox, StartError, time)``."""
+
+    def __init__(self, resources: AgentResources, methods: Mapping[str, LaunchMethod], sandbox: str,
+                 wake_fd: int, low_water: int) -> None:
+        self.resources, self.methods, self.sandbox = resources, methods, sandbox
+        self.local_host = socket.gethostname()
+        self.free_hosts = [node.host for node in resources.nodes for _ in range(node.slots)]
+        self.total = len(self.free_hosts)
+        self.cond = threading.Condition()
+        self.ready: collections.deque[dict[str, Any]] = collections.deque()
+        self.running: dict[str, RunningUnit] = {}
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.stopping = False
+        self.wake_fd, self.low_water = wake_fd, low_water
+        self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
+                        for n in range(min(self.total, MAX_THREADS))]
+        for thread in self.threads:
+            thread.start()
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        """Queue claimed units, in order."""
+        with self.cond:
+            self.ready.extend(records)
+            self.cond.notify(len(records))
+
+    def stop(self, grace: float) -> list[dict[str, Any]]:
+        """Start nothing more; wait up to ``grace`` s for the threads; return the units that
+        were never started."""
+        with self.cond:
+            self.stopping = True
+            left = list(self.ready)
+            self.ready.clear()
+            self.cond.notify_all()
+        deadline = time.monotonic() + grace
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return left
+
+    def drain_events(self) -> list[Event]:
+        """Every event since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _fits(self) -> bool:
+        return bool(self.ready) and int(self.ready[0]["slots"]) <= len(self.free_hosts)
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and not self._fits():
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                record = self.ready.popleft()
+                hosts = [self.free_hosts.pop() for _ in range(int(record["slots"]))]
+                low = len(self.ready) <= self.low_water
+            if low:
+                try:
+                    os.write(self.wake_fd, b"\0")  # ask the agent to claim more
+                except OSError:
+                    pass
+            self._run(record, hosts)
+            with self.cond:
+                self.free_hosts.extend(hosts)
+                self.cond.notify(len(hosts))
+
+    def _method(self, description: dict[str, Any], host: str) -> LaunchMethod:
+        if description.get("spmd_variation") == "mpi":
+            return self.methods[self.resources.mpi_launch_method]
+        if host != self.local_host:
+            return self.methods[self.resources.remote_launch_method]
+        return self.methods["fork"]
+
+    def _run(self, record: dict[str, Any], hosts: list[str]) -> None:
+        description = record["description"]
+        sandbox = unit_sandbox(self.sandbox, record["id"], description)
+        started = time.time()
+        try:
+            proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]))
+        except StartError as exc:
+            self.events.put(("failed", record, hosts[0], sandbox, exc, started))
+            return
+        except Exception as exc:  # never lose a unit to an unexpected error
+            self.events.put(("failed", record, hosts[0], sandbox, StartError(f"cannot start unit: {exc}"), started))
+            return
+        walltime = description.get("walltime")
+        unit = RunningUnit(record["id"], proc, hosts, deadline=time.monotonic() + walltime * 60 if walltime else None)
+        self.running[unit.id] = unit
+        self.events.put(("started", unit, started, sandbox))
+        returncode = proc.wait()
+        del self.running[unit.id]
+        self.events.put(("ended", unit, returncode, time.time()))

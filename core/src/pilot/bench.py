@@ -1,0 +1,108 @@
+"""Throughput benchmark: N units of ``/bin/true`` through one fork pilot with 2 slots, printed
+beside the raw process-spawn rate of the same machine, measured in the same run.
+
+``python -m pilot.bench -n 10000`` (or ``tox -e bench -- -n 100000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+
+
+def spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> float:
+    """Processes per second that ``workers`` threads reach running ``argv`` by subprocess."""
+    def work(n: int) -> None:
+        for _ in range(n):
+            subprocess.run(argv, check=True)
+
+    threads = [threading.Thread(target=work, args=(count // workers,)) for _ in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (count // workers * workers) / (time.perf_counter() - start)
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory of this process (or of ``pid``, read from /proc) in MB."""
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | None) -> dict[str, float]:
+    """Run ``units`` × /bin/true through one pilot; return the figures."""
+    from pilot import ComputeDataService, PilotComputeService, State
+
+    pcs = PilotComputeService(coordination_url)
+    work = tempfile.mkdtemp(prefix="pilot-bench-")
+    t0 = time.perf_counter()
+    pilot = pcs.create_pilot({"service_url": service_url, "number_of_processes": slots, "working_directory": work})
+    while pilot.get_state() not in (State.Running, State.Failed, State.Canceled, State.Done):
+        time.sleep(0.002)
+    startup = time.perf_counter() - t0
+    if pilot.get_state() != State.Running:
+        raise SystemExit(f"pilot did not start: {pilot.get_details()['reason']}")
+    cds = ComputeDataService(coordination_url=coordination_url)
+    cds.add_pilot_compute_service(pcs)
+    t1 = time.perf_counter()
+    cds.submit_compute_units([{"executable": "/bin/true"}] * units)
+    submitted = time.perf_counter() - t1
+    cds.wait()
+    total = time.perf_counter() - t1
+    agent_pid = pilot._record().get("agent_pid")
+    agent_mb = peak_rss_mb(agent_pid)
+    done = sum(1 for u in cds._store.find_units(cds_id=cds.id, states=[State.Done]))
+    cds.cancel()
+    return {"startup": startup, "submit": submitted, "total": total, "rate": units / total,
+            "agent_mb": agent_mb, "done": done}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark figures."""
+    parser = argparse.ArgumentParser(prog="python -m pilot.bench", description=__doc__)
+    parser.add_argument("-n", "--units", type=int, default=10_000, help="units to run (default 10000)")
+    parser.add_argument("--slots", type=int, default=2, help="pilot slots (default 2)")
+    parser.add_argument("--raw", type=int, default=4000, help="processes for the raw spawn rate")
+    parser.add_argument("--service-url", default="fork://localhost")
+    parser.add_argument("--coordination-url", default=None, help="store URL (default: embedded SQLite)")
+    args = parser.parse_args(argv)
+    if not os.environ.get("PILOT_HOME") and not args.coordination_url:
+        os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
+    argv_rate = spawn_rate(["/bin/true"], args.raw, args.slots)
+    sh_rate = spawn_rate(["/bin/sh", "-c", "/bin/true"], args.raw, args.slots)
+    figures = run_pilot(args.units, args.slots, args.service_url, args.coordination_url)
+    rows = [
+        ("units", f"{args.units}", f"{int(figures['done'])} Done"),
+        ("raw spawn rate, argv", f"{argv_rate:,.0f} /s", f"{args.slots} threads x subprocess.run(['/bin/true'])"),
+        ("raw spawn rate, /bin/sh -c", f"{sh_rate:,.0f} /s", ""),
+        ("units per second, end to end", f"{figures['rate']:,.0f} /s", "submit to last unit final"),
+        ("ratio to argv spawn rate", f"{figures['rate'] / argv_rate:.2f}", "goal: >= 0.6"),
+        ("submit time", f"{figures['submit']:.2f} s", "submit_compute_units of all units"),
+        ("create_pilot to Running", f"{figures['startup']:.3f} s", "goal: < 1 s"),
+        ("client peak memory", f"{peak_rss_mb():.0f} MB", ""),
+        ("agent peak memory", f"{figures['agent_mb']:.0f} MB", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
