@@ -46,7 +46,7 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 
 def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | None) -> dict[str, float]:
-    """Run ``units`` × /bin/true through one pilot; return the figures."""
+    """Run ``units`` x /bin/true through one pilot; return the figures."""
     from pilot import ComputeDataService, PilotComputeService, State
 
     pcs = PilotComputeService(coordination_url)

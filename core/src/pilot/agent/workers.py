@@ -29,7 +29,7 @@ class SlotWorkers:
     def __init__(self, resources: AgentResources, methods: Mapping[str, LaunchMethod], sandbox: str,
                  wake_fd: int, low_water: int) -> None:
         self.resources, self.methods, self.sandbox = resources, methods, sandbox
-        self.local_host = socket.gethostname()
+        self.local_host = resources.local_host or socket.gethostname()
         self.free_hosts = [node.host for node in resources.nodes for _ in range(node.slots)]
         self.total = len(self.free_hosts)
         self.cond = threading.Condition()

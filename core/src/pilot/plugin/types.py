@@ -13,13 +13,15 @@ from pilot.states import State
 
 @dataclasses.dataclass(frozen=True)
 class PilotJobRequest:
-    """What an adaptor gets to submit one pilot: run ``agent_argv`` in ``sandbox``."""
+    """What an adaptor gets to submit one pilot: run ``agent_argv`` in ``sandbox``, after the
+    shell commands in ``pre_commands`` (from the site configuration) when the job script has any."""
 
     pilot_id: str
     description: PilotComputeDescription
     sandbox: Path
     agent_argv: tuple[str, ...]
     environment: Mapping[str, str]
+    pre_commands: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +99,15 @@ class NodeSlots:
 
 @dataclasses.dataclass(frozen=True)
 class AgentResources:
-    """The slots an agent found, and the launch methods to reach other nodes and run MPI units."""
+    """The slots an agent found, and the launch methods to reach other nodes and run MPI units.
+    ``local_host`` names the node the agent runs on (as it appears in ``nodes``); empty means
+    ``socket.gethostname()``. Units on other nodes start through ``remote_launch_method``."""
 
     nodes: tuple[NodeSlots, ...]
     remote_launch_method: str = "fork"
     mpi_launch_method: str = "mpirun"
     source: str = "host"
+    local_host: str = ""
 
     @property
     def total_slots(self) -> int:

@@ -72,6 +72,9 @@ class CoordinationStore(Protocol):
     def pilots_of(self, service_ids: Sequence[str]) -> list[Record]:
         """Every pilot of these pilot compute services, oldest first."""
 
+    def find_pilots(self, states: Sequence[State] | None = None) -> list[Record]:
+        """Every pilot in the store (in one of ``states`` when given), oldest first."""
+
     def update_pilot(self, pilot_id: str, changes: Mapping[str, Any],
                      expect: Sequence[State] | None = None) -> bool:
         """Apply ``changes`` if the pilot's state is in ``expect``; True when applied."""

@@ -204,6 +204,15 @@ class SQLiteStore:
         return [_decode(row) for row in rows]
 
     @_retrying
+    def find_pilots(self, states: Sequence[State] | None = None) -> list[Record]:
+        if states is None:
+            rows = self._con().execute("SELECT * FROM pilots ORDER BY seq")
+        else:
+            values = [State(s).value for s in states]
+            rows = self._con().execute(f"SELECT * FROM pilots WHERE state IN ({_marks(values)}) ORDER BY seq", values)
+        return [_decode(row) for row in rows]
+
+    @_retrying
     def update_pilot(self, pilot_id: str, changes: Mapping[str, Any],
                      expect: Sequence[State] | None = None) -> bool:
         row = _encode(changes, PILOT_FIELDS)
