@@ -54,7 +54,7 @@ def _retrying(func: Callable[..., T]) -> Callable[..., T]:
     """Retry a store call that met a busy database, with jittered backoff, for up to a minute."""
     wrapped: Callable[..., T] = tenacity.retry(
         retry=tenacity.retry_if_exception(_is_busy),
-        wait=tenacity.wait_exponential_jitter(initial=0.005, max=1.0),
+        wait=tenacity.wait_random_exponential(multiplier=0.005, max=1.0),
         stop=tenacity.stop_after_delay(60),
         reraise=True,
     )(func)
