@@ -104,7 +104,8 @@ class CoordinationStore(Protocol):
         """Bind queued, unbound units to pilots (``(unit_id, pilot_id)``); return those bound."""
 
     def unbind_units(self, pilot_id: str) -> list[str]:
-        """Return the pilot's queued units (claimed or not, never started) to the service."""
+        """Return the pilot's queued service units (claimed or not, never started) to their
+        service: unbound and unclaimed; return their ids. Direct units (no ``cds_id``) stay."""
 
     def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
         """Atomically claim up to ``limit`` queued units bound to ``pilot_id``, oldest first.

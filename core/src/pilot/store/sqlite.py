@@ -97,11 +97,15 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().absolute()
-        self.url = f"sqlite://{self.path}"
+        # Quoted, so a path holding '#', '%' or '?' survives in object URLs and opens again.
+        self.url = f"sqlite://{urllib.parse.quote(str(self.path))}"
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PilotError(f"cannot open the coordination store {self.path}: {exc}") from exc
         self._setup()
 
     @classmethod
@@ -237,10 +241,17 @@ class SQLiteStore:
         if not records:
             return
         rows = [_encode(r, UNIT_FIELDS) for r in records]
-        columns = list(rows[0])
-        sql = f"INSERT INTO units ({','.join(columns)}) VALUES ({_marks(columns)})"
         with self._write() as con:
-            con.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
+            # One statement per run of records that set the same fields, in submission order.
+            start = 0
+            while start < len(rows):
+                columns = list(rows[start])
+                end = start + 1
+                while end < len(rows) and list(rows[end]) == columns:
+                    end += 1
+                sql = f"INSERT INTO units ({','.join(columns)}) VALUES ({_marks(columns)})"
+                con.executemany(sql, [tuple(r.values()) for r in rows[start:end]])
+                start = end
 
     @_retrying
     def get_units(self, ids: Sequence[str]) -> list[Record]:

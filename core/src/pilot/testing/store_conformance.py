@@ -1,0 +1,554 @@
+"""The conformance suite every coordination store must pass.
+
+A store's test module subclasses ``StoreConformance`` and overrides the ``store_url`` fixture
+(a URL of a fresh, empty store), and optionally ``open_store`` (default: open the URL through
+the plugin manager, as the core does)::
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"mystore://{tmp_path}"
+
+Some tests run the store from separate processes (``python -c``): two agents claiming at once,
+and a restart of writer and reader. When ``open_store`` is overridden, the child processes
+import the test module by name to call it, so that module must be importable from ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from pilot.errors import PilotError
+from pilot.states import State
+from pilot.store import UnitUpdate
+
+_DEFAULT_CLASS = ("pilot.testing.store_conformance", "StoreConformance")
+
+#: Opens the store in a child process: ``argv = [module, class qualname, url]``.
+_CHILD_PRELUDE = """
+import importlib, json, sys
+_obj = importlib.import_module(sys.argv[1])
+for _part in sys.argv[2].split("."):
+    _obj = getattr(_obj, _part)
+store = _obj().open_store(sys.argv[3])
+"""
+
+#: Claims units of pilot ``argv[4]`` in batches of ``argv[5]`` once told to go; prints the ids.
+_CLAIM_CHILD = _CHILD_PRELUDE + """
+print("ready", flush=True)
+sys.stdin.readline()
+claimed = []
+while True:
+    batch = store.claim_units(sys.argv[4], int(sys.argv[5]))
+    if not batch:
+        break
+    claimed += [unit["id"] for unit in batch]
+store.close()
+print(json.dumps(claimed), flush=True)
+"""
+
+#: Writes a pilot (Running, heartbeat), a service, a link and units in several states.
+_WRITER_CHILD = _CHILD_PRELUDE + """
+from pilot.store import UnitUpdate
+store.put_service("pcs-r", "pcs", {"heartbeat_timeout": 12.5})
+store.link("cds-r", "pcs-r")
+store.insert_pilot({"id": "pilot-r", "service_id": "pcs-r", "state": "New", "slots": 4,
+                    "description": {"service_url": "fork://localhost"}})
+assert store.update_pilot("pilot-r", {"state": "Pending", "native_id": "42@host"}, expect=["New"])
+assert store.update_pilot("pilot-r", {"state": "Running", "hosts": ["n1", "n2"]}, expect=["Pending"])
+assert store.heartbeat("pilot-r", 1700000000.25)["heartbeat"] == 1700000000.25
+store.insert_units([{"id": f"cu-r{n}", "cds_id": "cds-r", "pilot_id": "pilot-r", "state": "Pending",
+                     "slots": 1, "description": {"executable": "/bin/true"}, "submitted": 1.0 + n}
+                    for n in range(4)])
+claimed = [u["id"] for u in store.claim_units("pilot-r", 3)]
+assert claimed == ["cu-r0", "cu-r1", "cu-r2"], claimed
+applied = store.update_units([UnitUpdate(f"cu-r{n}", {"state": "Running", "started": 2.0}, expect=["Pending"])
+                              for n in range(3)])
+assert applied == ["cu-r0", "cu-r1", "cu-r2"], applied
+applied = store.update_units([
+    UnitUpdate("cu-r0", {"state": "Done", "exit_code": 0, "finished": 3.0}, expect=["Running"]),
+    UnitUpdate("cu-r1", {"state": "Failed", "exit_code": 7, "reason": "exit code 7", "finished": 3.0},
+               expect=["Running"]),
+])
+assert applied == ["cu-r0", "cu-r1"], applied
+store.close()
+print("written", flush=True)
+"""
+
+#: Reads back what the writer wrote and prints it as JSON.
+_READER_CHILD = _CHILD_PRELUDE + """
+out = {
+    "service": store.get_service("pcs-r"),
+    "children": store.children("cds-r"),
+    "pilots": store.get_pilots(["pilot-r"]),
+    "units": store.get_units([f"cu-r{n}" for n in range(4)]),
+    "more": [u["id"] for u in store.claim_units("pilot-r", 10)],
+}
+store.close()
+print(json.dumps(out, default=str), flush=True)
+"""
+
+
+def unit_record(unit_id: str, **fields: Any) -> dict[str, Any]:
+    """A new queued unit record as the core writes it; ``fields`` override the defaults."""
+    record: dict[str, Any] = {
+        "id": unit_id, "cds_id": "cds-1", "pilot_id": None, "state": State.Pending, "slots": 1,
+        "description": {"executable": "/bin/echo", "arguments": [unit_id]}, "datacenter": None,
+        "machine": None, "submitted": 1000.0, "input_data": None,
+    }
+    record.update(fields)
+    return record
+
+
+def pilot_record(pilot_id: str, **fields: Any) -> dict[str, Any]:
+    """A new pilot record as the core writes it; ``fields`` override the defaults."""
+    record: dict[str, Any] = {
+        "id": pilot_id, "service_id": "pcs-1", "state": State.New,
+        "description": {"service_url": "fork://localhost", "number_of_processes": 2},
+        "sandbox": f"/work/sandbox/{pilot_id}", "scheme": "fork", "slots": 2, "datacenter": "dc",
+        "machine": "m1", "heartbeat_timeout": 60.0,
+    }
+    record.update(fields)
+    return record
+
+
+def _ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(r["id"]) for r in records]
+
+
+class StoreConformance:
+    """Behaviour every ``CoordinationStore`` must show. Subclass it and override ``store_url``."""
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        """The URL of a fresh, empty store; every store's test module must override this."""
+        raise NotImplementedError("override the store_url fixture in your StoreConformance subclass")
+
+    def open_store(self, url: str) -> Any:
+        """Open the store at ``url`` (default: through the plugin manager, like the core)."""
+        from pilot.session import Session
+
+        return Session().store(url)
+
+    @pytest.fixture
+    def store(self, store_url: str) -> Iterator[Any]:
+        """The store at ``store_url``, closed after the test."""
+        opened = self.open_store(store_url)
+        yield opened
+        opened.close()
+
+    # --- helpers for child processes ------------------------------------------------------
+    def _child_target(self) -> tuple[str, str]:
+        if type(self).open_store is StoreConformance.open_store:
+            return _DEFAULT_CLASS
+        return type(self).__module__, type(self).__qualname__
+
+    def _child(self, code: str, url: str, *args: str) -> subprocess.Popen[str]:
+        module, qualname = self._child_target()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
+        return subprocess.Popen([sys.executable, "-c", code, module, qualname, url, *args],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+
+    @staticmethod
+    def _finish(proc: subprocess.Popen[str]) -> str:
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"child process hung; stderr:\n{err}") from None
+        assert proc.returncode == 0, f"child process failed ({proc.returncode}):\n{err}"
+        return out
+
+    # --- services and links ---------------------------------------------------------------
+    def test_service_put_get_and_replace(self, store: Any) -> None:
+        """A service record comes back as written; putting it again replaces it."""
+        assert store.get_service("pcs-1") is None
+        store.put_service("pcs-1", "pcs", {"heartbeat_timeout": 30.0, "names": ["a", "b"]})
+        assert store.get_service("pcs-1") == {"id": "pcs-1", "kind": "pcs",
+                                              "data": {"heartbeat_timeout": 30.0, "names": ["a", "b"]}}
+        store.put_service("pcs-1", "pcs", {"heartbeat_timeout": 5.0})
+        assert store.get_service("pcs-1") == {"id": "pcs-1", "kind": "pcs", "data": {"heartbeat_timeout": 5.0}}
+        assert store.get_service("pcs-2") is None
+
+    def test_links_keep_order_without_duplicates(self, store: Any) -> None:
+        """Children come back in link order, once each; unlink removes one link only."""
+        assert store.children("cds-1") == []
+        for child in ("pcs-b", "pcs-a", "pds-c", "pcs-a"):
+            store.link("cds-1", child)
+        store.link("cds-2", "pcs-a")
+        assert store.children("cds-1") == ["pcs-b", "pcs-a", "pds-c"]
+        store.unlink("cds-1", "pcs-a")
+        store.unlink("cds-1", "never-linked")
+        assert store.children("cds-1") == ["pcs-b", "pds-c"]
+        assert store.children("cds-2") == ["pcs-a"]
+
+    # --- pilots ---------------------------------------------------------------------------
+    def test_pilot_round_trip(self, store: Any) -> None:
+        """A pilot comes back with every field as written, JSON fields decoded."""
+        record = pilot_record("pilot-1", hosts=["n1", "n2"], native_id="123@h")
+        store.insert_pilot(record)
+        [got] = store.get_pilots(["pilot-1"])
+        for key, value in record.items():
+            assert got[key] == value, key
+        assert got["state"] == "New"
+        assert got["cancel_requested"] is False
+        assert got["heartbeat"] is None
+        assert store.get_pilots(["pilot-missing"]) == []
+        assert store.get_pilots([]) == []
+
+    def test_pilot_queries_oldest_first(self, store: Any) -> None:
+        """get_pilots leaves missing ids out; pilots_of and find_pilots filter, oldest first."""
+        store.insert_pilot(pilot_record("pilot-c", service_id="pcs-1"))
+        store.insert_pilot(pilot_record("pilot-a", service_id="pcs-2", state=State.Running))
+        store.insert_pilot(pilot_record("pilot-b", service_id="pcs-1", state=State.Running))
+        assert sorted(_ids(store.get_pilots(["pilot-b", "pilot-x", "pilot-c"]))) == ["pilot-b", "pilot-c"]
+        assert _ids(store.pilots_of(["pcs-1"])) == ["pilot-c", "pilot-b"]
+        assert _ids(store.pilots_of(["pcs-2", "pcs-1"])) == ["pilot-c", "pilot-a", "pilot-b"]
+        assert store.pilots_of(["pcs-9"]) == []
+        assert store.pilots_of([]) == []
+        assert _ids(store.find_pilots()) == ["pilot-c", "pilot-a", "pilot-b"]
+        assert _ids(store.find_pilots([State.Running])) == ["pilot-a", "pilot-b"]
+        assert _ids(store.find_pilots(["New", State.Done])) == ["pilot-c"]
+        assert store.find_pilots([State.Failed]) == []
+
+    def test_update_pilot_only_in_expected_state(self, store: Any) -> None:
+        """update_pilot applies only while the state is expected, and says whether it did."""
+        store.insert_pilot(pilot_record("pilot-1"))
+        assert store.update_pilot("pilot-1", {"state": State.Pending, "native_id": "7@h"}, expect=[State.New])
+        assert not store.update_pilot("pilot-1", {"state": State.Failed, "reason": "late"}, expect=[State.New])
+        [got] = store.get_pilots(["pilot-1"])
+        assert (got["state"], got["native_id"], got["reason"]) == ("Pending", "7@h", None)
+        assert store.update_pilot("pilot-1", {"cancel_requested": True, "hosts": ["h"]})
+        assert store.update_pilot("pilot-1", {"state": "Canceled"}, expect=["New", "Pending", "Running"])
+        [got] = store.get_pilots(["pilot-1"])
+        assert (got["state"], got["cancel_requested"], got["hosts"]) == ("Canceled", True, ["h"])
+        assert not store.update_pilot("pilot-missing", {"state": State.Failed})
+
+    def test_heartbeat_records_and_returns_pilot(self, store: Any) -> None:
+        """heartbeat stores the time and returns the pilot, so the agent sees a cancel."""
+        store.insert_pilot(pilot_record("pilot-1", state=State.Running))
+        beat = store.heartbeat("pilot-1", 1234.5)
+        assert beat is not None
+        assert (beat["id"], beat["state"], beat["heartbeat"], beat["cancel_requested"]) == \
+            ("pilot-1", "Running", 1234.5, False)
+        store.update_pilot("pilot-1", {"cancel_requested": True})
+        beat = store.heartbeat("pilot-1", 1240.0)
+        assert beat is not None
+        assert (beat["heartbeat"], beat["cancel_requested"]) == (1240.0, True)
+        assert store.get_pilots(["pilot-1"])[0]["heartbeat"] == 1240.0
+        assert store.heartbeat("pilot-missing", 1.0) is None
+
+    def test_unknown_field_is_rejected(self, store: Any) -> None:
+        """A record field that the store does not know raises PilotError instead of vanishing."""
+        with pytest.raises(PilotError, match="bogus"):
+            store.insert_pilot(pilot_record("pilot-1", bogus=1))
+        with pytest.raises(PilotError, match="bogus"):
+            store.insert_units([unit_record("cu-1", bogus=1)])
+        assert store.get_units(["cu-1"]) == []
+
+    # --- units ----------------------------------------------------------------------------
+    def test_unit_round_trip(self, store: Any) -> None:
+        """A unit comes back with every field as written, JSON fields decoded, flags False."""
+        record = unit_record("cu-1", pilot_id="pilot-1", slots=3, datacenter="dc", machine="m",
+                             input_data=["sqlite:///s#data-unit/du-1"],
+                             description={"executable": "/bin/sh", "arguments": ["-c", "exit 0"],
+                                          "environment": {"A": "1"}})
+        store.insert_units([record])
+        [got] = store.get_units(["cu-1"])
+        for key, value in record.items():
+            assert got[key] == value, key
+        assert got["claimed"] is False
+        assert got["cancel_requested"] is False
+        assert got["exit_code"] is None
+
+    def test_bulk_insert_of_5000_units_in_one_call(self, store: Any) -> None:
+        """Five thousand units go in with one call and come back in submission order."""
+        ids = [f"cu-{n:05d}" for n in range(5000)]
+        store.insert_units([unit_record(unit_id, submitted=float(n)) for n, unit_id in enumerate(ids)])
+        assert _ids(store.find_units(cds_id="cds-1", fields=("id",))) == ids
+        sample = [ids[4999], ids[0], ids[2500], ids[17]]
+        assert _ids(store.get_units(sample)) == sample
+        assert _ids(store.get_units(ids)) == ids
+
+    def test_bulk_insert_of_records_with_different_fields(self, store: Any) -> None:
+        """Records of one bulk insert need not set the same fields; each keeps its own."""
+        store.insert_units([
+            {"id": "cu-1", "state": State.Pending},
+            unit_record("cu-2", pilot_id="pilot-1", slots=4),
+            {"id": "cu-3", "state": State.New, "cds_id": "cds-9"},
+        ])
+        got = {u["id"]: u for u in store.get_units(["cu-1", "cu-2", "cu-3"])}
+        assert (got["cu-1"]["pilot_id"], got["cu-1"]["slots"], got["cu-1"]["claimed"]) == (None, 1, False)
+        assert (got["cu-2"]["pilot_id"], got["cu-2"]["slots"]) == ("pilot-1", 4)
+        assert (got["cu-3"]["cds_id"], got["cu-3"]["state"]) == ("cds-9", "New")
+        assert _ids(store.find_units()) == ["cu-1", "cu-2", "cu-3"]
+        store.insert_units([])
+        assert len(store.find_units()) == 3
+
+    def test_get_units_keeps_request_order_and_skips_missing(self, store: Any) -> None:
+        """get_units answers in the order asked, leaving out ids it does not have."""
+        store.insert_units([unit_record(f"cu-{n}") for n in range(5)])
+        assert _ids(store.get_units(["cu-3", "cu-missing", "cu-0", "cu-4"])) == ["cu-3", "cu-0", "cu-4"]
+        assert store.get_units([]) == []
+
+    def test_find_units_filters(self, store: Any) -> None:
+        """Every find_units filter narrows the result, and filters combine."""
+        store.insert_units([
+            unit_record("cu-0"),
+            unit_record("cu-1", pilot_id="pilot-1"),
+            unit_record("cu-2", pilot_id="pilot-1", state=State.Running),
+            unit_record("cu-3", pilot_id="pilot-2", state=State.Done, cds_id="cds-2"),
+            unit_record("cu-4", state=State.New, cds_id="cds-2"),
+            unit_record("cu-5", pilot_id="pilot-2", state=State.Running, cds_id=None),
+        ])
+        store.update_units([UnitUpdate("cu-2", {"cancel_requested": True}),
+                            UnitUpdate("cu-5", {"cancel_requested": True})])
+        assert _ids(store.find_units()) == [f"cu-{n}" for n in range(6)]
+        assert _ids(store.find_units(cds_id="cds-1")) == ["cu-0", "cu-1", "cu-2"]
+        assert _ids(store.find_units(pilot_id="pilot-2")) == ["cu-3", "cu-5"]
+        assert _ids(store.find_units(states=[State.Running])) == ["cu-2", "cu-5"]
+        assert _ids(store.find_units(states=["New", "Pending"])) == ["cu-0", "cu-1", "cu-4"]
+        assert _ids(store.find_units(unbound=True)) == ["cu-0", "cu-4"]
+        assert _ids(store.find_units(cancel_requested=True)) == ["cu-2", "cu-5"]
+        assert _ids(store.find_units(limit=2)) == ["cu-0", "cu-1"]
+        assert _ids(store.find_units(cds_id="cds-2", unbound=True)) == ["cu-4"]
+        assert _ids(store.find_units(pilot_id="pilot-1", states=[State.Running], cancel_requested=True)) == ["cu-2"]
+        assert _ids(store.find_units(cds_id="cds-1", states=[State.Pending], unbound=True, limit=5)) == ["cu-0"]
+        assert store.find_units(cds_id="cds-missing") == []
+
+    def test_find_units_returns_only_requested_fields(self, store: Any) -> None:
+        """With ``fields``, each record holds exactly those fields, decoded."""
+        store.insert_units([unit_record("cu-1", pilot_id="pilot-1", input_data=["x"]),
+                            unit_record("cu-2")])
+        got = store.find_units(fields=("id", "state", "input_data", "claimed"))
+        assert got == [{"id": "cu-1", "state": "Pending", "input_data": ["x"], "claimed": False},
+                       {"id": "cu-2", "state": "Pending", "input_data": None, "claimed": False}]
+        assert store.find_units(pilot_id="pilot-1", fields=("id",)) == [{"id": "cu-1"}]
+
+    def test_count_active_sums_slots_of_unfinished_units(self, store: Any) -> None:
+        """count_active counts the slots of bound units that are not final, per pilot."""
+        store.insert_units([
+            unit_record("cu-1", pilot_id="pilot-1", slots=2),
+            unit_record("cu-2", pilot_id="pilot-1", slots=3, state=State.Running),
+            unit_record("cu-3", pilot_id="pilot-1", slots=4, state=State.Staging),
+            unit_record("cu-4", pilot_id="pilot-1", slots=8, state=State.Done),
+            unit_record("cu-5", pilot_id="pilot-1", slots=8, state=State.Failed),
+            unit_record("cu-6", pilot_id="pilot-1", slots=8, state=State.Canceled),
+            unit_record("cu-7", pilot_id="pilot-2", slots=1, state=State.New),
+            unit_record("cu-8", slots=16),
+        ])
+        assert store.count_active(["pilot-1", "pilot-2", "pilot-3"]) == {"pilot-1": 9, "pilot-2": 1, "pilot-3": 0}
+        assert store.count_active(["pilot-2"]) == {"pilot-2": 1}
+        assert store.count_active([]) == {}
+
+    def test_update_units_conditional_on_state(self, store: Any) -> None:
+        """update_units applies each update only in its expected states; returns where it did."""
+        store.insert_units([unit_record(f"cu-{n}") for n in range(4)])
+        store.update_units([UnitUpdate("cu-3", {"state": State.Canceled})])
+        applied = store.update_units([
+            UnitUpdate("cu-0", {"state": State.Running, "started": 5.0, "host": "h"}, expect=[State.Pending]),
+            UnitUpdate("cu-1", {"state": State.Done}, expect=[State.Running]),
+            UnitUpdate("cu-2", {"exit_code": 3}),
+            UnitUpdate("cu-3", {"state": State.Running}, expect=[State.New, State.Pending]),
+            UnitUpdate("cu-missing", {"state": State.Running}),
+        ])
+        assert applied == ["cu-0", "cu-2"]
+        got = {u["id"]: u for u in store.get_units([f"cu-{n}" for n in range(4)])}
+        assert (got["cu-0"]["state"], got["cu-0"]["started"], got["cu-0"]["host"]) == ("Running", 5.0, "h")
+        assert got["cu-1"]["state"] == "Pending"
+        assert (got["cu-2"]["state"], got["cu-2"]["exit_code"]) == ("Pending", 3)
+        assert got["cu-3"]["state"] == "Canceled"
+        assert store.update_units([]) == []
+
+    def test_update_units_conditional_on_pilot(self, store: Any) -> None:
+        """An update naming a pilot applies only while the unit is bound to that pilot."""
+        store.insert_units([unit_record("cu-1", pilot_id="pilot-1"), unit_record("cu-2", pilot_id="pilot-2"),
+                            unit_record("cu-3")])
+        applied = store.update_units([
+            UnitUpdate(f"cu-{n}", {"state": State.Running}, expect=[State.Pending], pilot_id="pilot-1")
+            for n in (1, 2, 3)])
+        assert applied == ["cu-1"]
+        assert [u["state"] for u in store.get_units(["cu-1", "cu-2", "cu-3"])] == ["Running", "Pending", "Pending"]
+
+    def test_many_updates_in_one_call(self, store: Any) -> None:
+        """A bulk update of thousands of units applies each one."""
+        ids = [f"cu-{n:04d}" for n in range(2000)]
+        store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
+        applied = store.update_units([UnitUpdate(i, {"state": State.Done, "exit_code": 0}, expect=[State.Pending],
+                                                 pilot_id="pilot-1") for i in ids[::2]])
+        assert applied == ids[::2]
+        assert _ids(store.find_units(states=[State.Done])) == ids[::2]
+        assert _ids(store.find_units(states=[State.Pending])) == ids[1::2]
+
+    def test_bind_units_binds_only_unbound_queued_units(self, store: Any) -> None:
+        """bind_units binds unbound New/Pending units only, and returns those it bound."""
+        store.insert_units([
+            unit_record("cu-new", state=State.New),
+            unit_record("cu-pending"),
+            unit_record("cu-bound", pilot_id="pilot-1"),
+            unit_record("cu-running", state=State.Running),
+            unit_record("cu-done", state=State.Done),
+            unit_record("cu-canceled", state=State.Canceled),
+        ])
+        bound = store.bind_units([("cu-new", "pilot-2"), ("cu-pending", "pilot-2"), ("cu-bound", "pilot-2"),
+                                  ("cu-running", "pilot-2"), ("cu-done", "pilot-2"), ("cu-canceled", "pilot-2"),
+                                  ("cu-missing", "pilot-2")])
+        assert bound == ["cu-new", "cu-pending"]
+        got = {u["id"]: u["pilot_id"] for u in store.find_units()}
+        assert got == {"cu-new": "pilot-2", "cu-pending": "pilot-2", "cu-bound": "pilot-1", "cu-running": None,
+                       "cu-done": None, "cu-canceled": None}
+        assert store.bind_units([("cu-new", "pilot-3")]) == []
+        assert store.bind_units([]) == []
+
+    def test_unbind_units_returns_queued_units_including_claimed(self, store: Any) -> None:
+        """unbind_units hands the pilot's never-started service units back, claimed or not."""
+        store.insert_units([
+            unit_record("cu-claimed", pilot_id="pilot-1"),
+            unit_record("cu-queued", pilot_id="pilot-1"),
+            unit_record("cu-new", pilot_id="pilot-1", state=State.New),
+            unit_record("cu-running", pilot_id="pilot-1", state=State.Running),
+            unit_record("cu-done", pilot_id="pilot-1", state=State.Done),
+            unit_record("cu-direct", pilot_id="pilot-1", cds_id=None),
+            unit_record("cu-other", pilot_id="pilot-2"),
+        ])
+        assert _ids(store.claim_units("pilot-1", 1)) == ["cu-claimed"]
+        assert sorted(store.unbind_units("pilot-1")) == ["cu-claimed", "cu-new", "cu-queued"]
+        got = {u["id"]: (u["pilot_id"], u["claimed"], u["state"]) for u in store.find_units()}
+        assert got["cu-claimed"] == (None, False, "Pending")
+        assert got["cu-queued"] == (None, False, "Pending")
+        assert got["cu-new"] == (None, False, "New")
+        assert got["cu-running"][0] == "pilot-1"
+        assert got["cu-done"][0] == "pilot-1"
+        assert got["cu-direct"][0] == "pilot-1", "a direct unit has no service to go back to"
+        assert got["cu-other"][0] == "pilot-2"
+        assert store.unbind_units("pilot-1") == []
+        # Unbound units can be bound again, to another pilot, and claimed there.
+        assert store.bind_units([("cu-claimed", "pilot-3")]) == ["cu-claimed"]
+        assert _ids(store.claim_units("pilot-3", 5)) == ["cu-claimed"]
+
+    def test_claim_units_oldest_first_never_twice(self, store: Any) -> None:
+        """claim_units hands out a pilot's pending units oldest first, each once, marked claimed."""
+        ids = [f"cu-{n:02d}" for n in range(10)]
+        store.insert_units([unit_record(i, pilot_id="pilot-1", submitted=100.0 - n) for n, i in enumerate(ids)])
+        first = store.claim_units("pilot-1", 3)
+        assert _ids(first) == ids[:3]
+        assert all(u["claimed"] is True and u["pilot_id"] == "pilot-1" and u["state"] == "Pending" for u in first)
+        assert first[0]["description"] == {"executable": "/bin/echo", "arguments": ["cu-00"]}
+        assert _ids(store.claim_units("pilot-1", 3)) == ids[3:6]
+        assert _ids(store.claim_units("pilot-1", 100)) == ids[6:]
+        assert store.claim_units("pilot-1", 100) == []
+        assert all(u["claimed"] for u in store.get_units(ids))
+
+    def test_claim_units_takes_only_pending_units_of_that_pilot(self, store: Any) -> None:
+        """Units of other pilots, unbound units and started or finished units are never claimed."""
+        store.insert_units([
+            unit_record("cu-other", pilot_id="pilot-2"),
+            unit_record("cu-unbound"),
+            unit_record("cu-running", pilot_id="pilot-1", state=State.Running),
+            unit_record("cu-staging", pilot_id="pilot-1", state=State.Staging),
+            unit_record("cu-done", pilot_id="pilot-1", state=State.Done),
+            unit_record("cu-failed", pilot_id="pilot-1", state=State.Failed),
+            unit_record("cu-canceled", pilot_id="pilot-1", state=State.Canceled),
+            unit_record("cu-mine", pilot_id="pilot-1"),
+        ])
+        assert _ids(store.claim_units("pilot-1", 100)) == ["cu-mine"]
+        assert store.claim_units("pilot-1", 100) == []
+        assert store.claim_units("pilot-9", 100) == []
+        assert _ids(store.claim_units("pilot-2", 100)) == ["cu-other"]
+        assert [u["claimed"] for u in store.get_units(["cu-unbound", "cu-running"])] == [False, False]
+
+    def test_bulk_claim(self, store: Any) -> None:
+        """One claim takes thousands of units at once, oldest first, leaving the rest."""
+        ids = [f"cu-{n:05d}" for n in range(5000)]
+        store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
+        assert _ids(store.claim_units("pilot-1", 4000)) == ids[:4000]
+        assert _ids(store.claim_units("pilot-1", 4000)) == ids[4000:]
+        assert store.claim_units("pilot-1", 4000) == []
+
+    # --- several processes ----------------------------------------------------------------
+    def test_two_processes_claiming_concurrently_never_share_a_unit(self, store: Any, store_url: str) -> None:
+        """Two agent processes claim from one store at once until nothing is left: every unit
+        goes to exactly one of them, and each gets its units oldest first."""
+        ids = [f"cu-{n:05d}" for n in range(1500)]
+        store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
+        children = [self._child(_CLAIM_CHILD, store_url, "pilot-1", str(batch)) for batch in (7, 11)]
+        try:
+            for child in children:
+                assert child.stdout is not None
+                assert child.stdout.readline().strip() == "ready", child.stderr and child.stderr.read()
+            for child in children:  # both are connected: let them race
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            claims = [json.loads(self._finish(child)) for child in children]
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        first, second = set(claims[0]), set(claims[1])
+        assert len(first) == len(claims[0]), "a process got a unit twice"
+        assert len(second) == len(claims[1]), "a process got a unit twice"
+        assert first & second == set()
+        assert first | second == set(ids)
+        order = {unit_id: n for n, unit_id in enumerate(ids)}
+        for claim in claims:
+            assert [order[i] for i in claim] == sorted(order[i] for i in claim)
+        assert store.claim_units("pilot-1", 10) == []
+        assert all(u["claimed"] for u in store.get_units(ids))
+
+    def test_states_and_heartbeats_survive_a_restart(self, store_url: str) -> None:
+        """What one process wrote is read back, unchanged, by a new process after it exited."""
+        writer = self._child(_WRITER_CHILD, store_url)
+        assert self._finish(writer).strip() == "written"
+        assert writer.returncode == 0
+        reader = self._child(_READER_CHILD, store_url)
+        seen = json.loads(self._finish(reader))
+        assert seen["service"] == {"id": "pcs-r", "kind": "pcs", "data": {"heartbeat_timeout": 12.5}}
+        assert seen["children"] == ["pcs-r"]
+        [pilot] = seen["pilots"]
+        assert (pilot["state"], pilot["heartbeat"], pilot["native_id"], pilot["hosts"], pilot["slots"]) == \
+            ("Running", 1700000000.25, "42@host", ["n1", "n2"], 4)
+        assert pilot["description"] == {"service_url": "fork://localhost"}
+        units = {u["id"]: u for u in seen["units"]}
+        assert (units["cu-r0"]["state"], units["cu-r0"]["exit_code"], units["cu-r0"]["finished"]) == ("Done", 0, 3.0)
+        assert (units["cu-r1"]["state"], units["cu-r1"]["exit_code"], units["cu-r1"]["reason"]) == \
+            ("Failed", 7, "exit code 7")
+        assert (units["cu-r2"]["state"], units["cu-r2"]["started"], units["cu-r2"]["claimed"]) == \
+            ("Running", 2.0, True)
+        assert (units["cu-r3"]["state"], units["cu-r3"]["claimed"]) == ("Pending", False)
+        assert seen["more"] == ["cu-r3"], "claims made before the restart must hold after it"
+        # This process sees the same, after both children ended.
+        reopened = self.open_store(store_url)
+        try:
+            assert reopened.get_pilots(["pilot-r"])[0]["heartbeat"] == 1700000000.25
+            assert [u["state"] for u in reopened.get_units([f"cu-r{n}" for n in range(4)])] == \
+                ["Done", "Failed", "Running", "Pending"]
+        finally:
+            reopened.close()
+
+    def test_closing_and_reopening_keeps_everything(self, store: Any, store_url: str) -> None:
+        """Closing a store loses nothing: a store opened again sees every record."""
+        store.put_service("pcs-1", "pcs", {})
+        store.insert_pilot(pilot_record("pilot-1"))
+        store.insert_units([unit_record("cu-1", pilot_id="pilot-1")])
+        store.heartbeat("pilot-1", time.time())
+        store.close()
+        again = self.open_store(store_url)
+        try:
+            assert again.get_service("pcs-1") is not None
+            assert again.get_pilots(["pilot-1"])[0]["heartbeat"] is not None
+            assert _ids(again.claim_units("pilot-1", 5)) == ["cu-1"]
+        finally:
+            again.close()
