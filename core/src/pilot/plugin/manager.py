@@ -21,6 +21,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "host-resources": "pilot.builtin.resources",
     "sqlite": "pilot.store.sqlite",
     "placement": "pilot.placement",
+    "batch": "pilot.builtin.batch",
 }
 #: Comma-separated plugin names that are not loaded (built-in or entry-point names).
 BLOCK_ENV = "PILOT_DISABLE_PLUGINS"
