@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from pilot.lifecycle import (
 from pilot.log import get_logger
 from pilot.plugin.types import PilotJobRequest
 from pilot.session import Session, default_session, heartbeat_timeout_from_env
+from pilot.site import resolve_pilot
 from pilot.states import FINAL_STATES, Kind, State
 from pilot.store import Record
 
@@ -293,7 +293,8 @@ class PilotComputeService:
     def create_pilot(self, pilot_compute_description: Mapping[str, Any] | PilotComputeDescription
                      ) -> PilotCompute:
         """Validate the description, submit the pilot job, return its handle at once."""
-        desc = PilotComputeDescription.from_dict(pilot_compute_description)
+        site = resolve_pilot(PilotComputeDescription.from_dict(pilot_compute_description))
+        desc = site.description
         adaptor = self._session.adaptor(desc.service_url)
         pilot_id = new_id("pilot")
         base = Path(desc.working_directory or os.path.join(os.getcwd(), DEFAULT_WORK_DIR)).expanduser()
@@ -305,8 +306,8 @@ class PilotComputeService:
             "machine": desc.affinity_machine_label, "heartbeat_timeout": self.heartbeat_timeout,
         }
         self._store.insert_pilot(record)
-        argv = (sys.executable, "-m", "pilot.agent", "--pilot", pilot_id, "--store", self._store.url)
-        request = PilotJobRequest(pilot_id, desc, sandbox, argv, dict(desc.environment))
+        argv = (site.python, "-m", "pilot.agent", "--pilot", pilot_id, "--store", self._store.url)
+        request = PilotJobRequest(pilot_id, desc, sandbox, argv, dict(desc.environment), site.pre_commands)
         pilot = PilotCompute(session=self._session, _store=self._store, _id=pilot_id)
         try:
             native_id = adaptor.submit(request)
