@@ -64,6 +64,10 @@ class ForkAdaptor:
             raise PilotError(f"cannot cancel {native_id}: the fork adaptor reaches this host only")
         if cmdline_contains(pid, b"pilot.agent"):
             kill_session(pid)
+        elif not is_alive(pid):
+            # the agent died (kill -9): its units keep its session id, which the kernel does not
+            # hand to a new process while they live, so they are ours to end
+            kill_session(pid, grace=0)
 
 
 @hookimpl
