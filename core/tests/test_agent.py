@@ -8,9 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import fork_pilot, pids_matching, wait_for
 
 from pilot import ComputeDataService, PilotComputeService, State
+
+from helpers import fork_pilot, pids_matching, wait_for
 
 
 @pytest.fixture

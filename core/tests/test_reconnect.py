@@ -6,9 +6,9 @@ import json
 import os
 import signal
 
-from helpers import fork_pilot, pids_matching, run_python, wait_for
-
 from pilot import ComputeDataService, PilotCompute, PilotComputeService, State
+
+from helpers import fork_pilot, pids_matching, run_python, wait_for
 
 
 def test_pilot_outlives_the_client_and_is_canceled_from_another_process(tmp_path: object) -> None:

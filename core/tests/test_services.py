@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import fork_pilot, wait_for
 
 from pilot import ComputeDataService, ComputeUnit, PilotComputeService, PilotError, State
+
+from helpers import fork_pilot, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
