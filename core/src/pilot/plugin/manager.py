@@ -45,15 +45,20 @@ class PluginManager:
         self.blocked = frozenset(blocked_from_env() if blocked is None else blocked)
         for name in self.blocked:
             self.pm.set_blocked(name)
-        for name, module in BUILTIN_PLUGINS.items():
-            if name not in self.blocked:
-                self.pm.register(importlib.import_module(module), name=name)
-        for name, plugin in (extra_plugins or {}).items():
-            if name not in self.blocked:
-                self.pm.register(plugin, name=name)
-        if entry_points:
-            self.pm.load_setuptools_entrypoints(NAME)
-        self.pm.check_pending()
+        try:
+            for name, module in BUILTIN_PLUGINS.items():
+                if name not in self.blocked:
+                    self.pm.register(importlib.import_module(module), name=name)
+            for name, plugin in (extra_plugins or {}).items():
+                if name not in self.blocked:
+                    self.pm.register(plugin, name=name)
+            if entry_points:
+                self.pm.load_setuptools_entrypoints(NAME)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:  # a misspelled hook or a wrong signature
+            name = self.pm.get_name(exc.plugin)
+            where = f"plugin {name!r} is invalid: " if name else "invalid plugin: "
+            raise PilotError(f"{where}{exc} (block it with {BLOCK_ENV})") from exc
         self.adaptors: dict[str, ResourceAdaptorRecord] = self._collect(
             "pilot_resource_adaptors", lambda r: r.schemes, "scheme")
         self.stores: dict[str, CoordinationStoreRecord] = self._collect(
@@ -68,7 +73,7 @@ class PluginManager:
 
     def plugin_names(self) -> list[str]:
         """Names of every registered plugin."""
-        return sorted(name for name, _ in self.pm.list_name_plugin())
+        return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)  # None: blocked
 
     def _collect(self, hook_name: str, keys: Callable[[Any], Iterable[str]], what: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
