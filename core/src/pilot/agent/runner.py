@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -260,6 +261,7 @@ class Agent:
 def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:
     """Entry point of ``python -m pilot.agent``: returns the process exit status."""
     configure(default_level="INFO")
+    sys.setswitchinterval(0.0005)  # slot threads returning from fork/exec get the GIL quickly
     log = get_logger(pilot=pilot_id)
     session = Session()
     store = session.store(store_url)

@@ -4,6 +4,7 @@ collects their registration records."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -65,6 +66,19 @@ class PluginManager:
             "pilot_coordination_stores", lambda r: r.schemes, "scheme")
         self.launch_methods: dict[str, LaunchMethodRecord] = self._collect(
             "pilot_launch_methods", lambda r: (r.name,), "launch method")
+
+    def _load_entry_points(self) -> None:
+        """Register every entry point of group ``pilot`` not blocked; a plugin that fails to
+        load is named in the error, with the way to block it."""
+        for entry_point in importlib.metadata.entry_points(group=NAME):
+            if entry_point.name in self.blocked or self.pm.get_plugin(entry_point.name) is not None:
+                continue
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:
+                raise PilotError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {exc}; "
+                                 f"reinstall it, or block it with {BLOCK_ENV}={entry_point.name}") from exc
+            self.pm.register(plugin, name=entry_point.name)
 
     @property
     def hook(self) -> Any:
