@@ -1,0 +1,65 @@
+"""Shared fixtures of the cross-package tests: real services (SLURM now; sshd and redis reuse
+``require_service``) and the rule for when one is missing.
+
+A test that needs a service the machine does not have is skipped with the reason, so developer
+runs without root still pass; under ``CI=true`` (set by ``.ci/run``) it fails instead, because
+there ``tests/infra/services.sh`` must have started every service.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+SLURM_NODES = ("n1", "n2", "n3")  # tests/infra/services.sh: SLURM_NODES=3 SLURM_CPUS=4
+
+
+def in_ci() -> bool:
+    """True when missing services must fail the run (``CI=true``)."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(name: str, problem: str) -> None:
+    """Skip (or, under ``CI=true``, fail) the calling test because service ``name`` is unusable."""
+    message = f"{name} unavailable: {problem} (start it with: bash tests/infra/services.sh start)"
+    if in_ci():
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def require_service() -> Callable[[str, str], None]:
+    """``require_service(name, problem)``: skip, or fail under ``CI=true``; for service fixtures."""
+    return service_missing
+
+
+def _slurm_problem() -> str | None:
+    """Why the three-node test cluster cannot be used, or None when it can."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found on PATH"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True,
+                             timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo failed: {exc}"
+    if out.returncode != 0:
+        return f"sinfo failed: {(out.stderr or out.stdout).strip()}"
+    states = dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
+    usable = {"idle", "mix", "alloc", "comp"}
+    down = [n for n in SLURM_NODES if states.get(n, "absent").rstrip("*~#$@") not in usable]
+    if down:
+        return "nodes not up: " + ", ".join(f"{n} ({states.get(n, 'absent')})" for n in down)
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> tuple[str, ...]:
+    """The node names of the three-node test cluster; skips (fails under CI) when it is down."""
+    problem = _slurm_problem()
+    if problem:
+        service_missing("SLURM test cluster", problem)
+    return SLURM_NODES
