@@ -6,6 +6,7 @@ import itertools
 import json
 
 import pytest
+
 from pilot import PilotError, State
 from pilot.errors import IllegalTransition
 from pilot.states import FINAL_STATES, TRANSITIONS, Kind, advance, is_legal

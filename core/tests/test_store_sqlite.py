@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from pilot import urls
 from pilot.errors import PilotError
 from pilot.session import Session

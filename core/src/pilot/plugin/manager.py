@@ -57,8 +57,8 @@ class PluginManager:
                 self.pm.load_setuptools_entrypoints(NAME)
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:  # a misspelled hook or a wrong signature
-            name = self.pm.get_name(exc.plugin)
-            where = f"plugin {name!r} is invalid: " if name else "invalid plugin: "
+            culprit = self.pm.get_name(exc.plugin)
+            where = f"plugin {culprit!r} is invalid: " if culprit else "invalid plugin: "
             raise PilotError(f"{where}{exc} (block it with {BLOCK_ENV})") from exc
         self.adaptors: dict[str, ResourceAdaptorRecord] = self._collect(
             "pilot_resource_adaptors", lambda r: r.schemes, "scheme")
