@@ -1,0 +1,62 @@
+"""FAKE PBS and LSF batch commands for tests: ``qsub``/``qstat``/``qdel`` and
+``bsub``/``bjobs``/``bkill``, enough for PSI/J's pbs and lsf executors (and so pilot-psij's
+``pbs://`` and ``lsf://`` adaptors) to submit, poll and cancel. They are not a batch system.
+
+A submitted job script runs at once on this host, in the background, with the environment a
+real PBS or LSF job would see (``PBS_JOBID``/``PBS_NODEFILE``, ``LSB_JOBID``/``LSB_MCPU_HOSTS``),
+every slot on this host. Job records live in a state directory, so tests can read the scripts
+PSI/J generated. Knobs (environment of the command, so of the test process):
+
+- ``FAKE_BATCH_HOLD``: seconds a job stays queued before it runs (default 0).
+- ``FAKE_BATCH_QUEUES``: comma-separated queue names that exist (default ``workq,normal,debug``);
+  a job for any other queue is rejected the way the real command rejects it.
+
+Use ``install(bin_dir, state_dir)`` and put ``bin_dir`` first on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("qsub", "qstat", "qdel", "bsub", "bjobs", "bkill")
+STATE_ENV = "FAKE_BATCH_DIR"
+
+
+def install(bin_dir: Path, state_dir: Path) -> Path:
+    """Write the fake commands into ``bin_dir`` (wrappers that run this package with this
+    Python, keeping their jobs in ``state_dir``); return ``bin_dir`` for ``PATH``."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for command in COMMANDS:
+        path = bin_dir / command
+        path.write_text(f"#!/bin/sh\n# FAKE {command} for tests (pilot.testing.fake_batch)\n"
+                        f"{STATE_ENV}='{state_dir}' exec '{sys.executable}' -m pilot.testing.fake_batch "
+                        f"{command} \"$@\"\n")
+        path.chmod(0o755)
+    return bin_dir
+
+
+def jobs(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every fake job's record by id: ``system``, ``state``, ``script`` (its text), ``exit``..."""
+    out = {}
+    for record in sorted((state_dir / "jobs").glob("*/record.json")):
+        data = json.loads(record.read_text())
+        data["script"] = (record.parent / "script").read_text()
+        data["canceled"] = (record.parent / "canceled").exists()
+        out[data["id"]] = data
+    return out
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (tests use it to check that cancel killed the job)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
