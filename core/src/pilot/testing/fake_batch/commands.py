@@ -159,7 +159,7 @@ def run_job(job_id: str) -> int:
     return 0
 
 
-def _descendants(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
     """``root`` and every process below it (even those that left its session)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -209,7 +209,7 @@ def cancel(system: str, job_id: str) -> tuple[int, str]:
     if record["state"] == "finished":
         return (35, f"qdel: Job has finished {job_id}") if system == "pbs" else \
             (255, f"Job <{job_id}>: Job has already finished")
-    pids = _descendants(record["pid"]) if record.get("pid") else []
+    pids = process_tree(record["pid"]) if record.get("pid") else []
     (_job_dir(job_id) / "canceled").write_text(" ".join(map(str, pids)))
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
