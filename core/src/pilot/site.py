@@ -132,9 +132,9 @@ def load_file(path: Path) -> dict[str, dict[str, Any]]:
         raise PilotError(f"{path}: {line}not valid TOML: {exc}") from None
     for top in data:
         if top != "resources":
-            hint = difflib.get_close_matches(top, ["resources"], n=1)
+            near = difflib.get_close_matches(top, ["resources"], n=1)
             raise _fail(path, text, None, top, "unknown top-level key; resources are defined under "
-                        "[resources.<name>]" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+                        "[resources.<name>]" + (f" (did you mean {near[0]!r}?)" if near else ""))
     resources = data.get("resources", {})
     if not isinstance(resources, dict):
         raise _fail(path, text, None, "resources", "must be a table of [resources.<name>] tables")
@@ -181,7 +181,7 @@ def resolve_pilot(description: PilotComputeDescription, paths: Sequence[Path] | 
         raise PilotError(f"no site resource {description.resource!r} (defined: {known}; files read: "
                          f"{', '.join(str(p) for p in searched)}; set {SITE_CONFIG_ENV} to use another)",
                          key="resource")
-    given = description.to_dict()
+    given = {k: v for k, v in description.to_dict().items() if v != ""}
     merged: dict[str, Any] = {k: v for k, v in site.defaults.items() if k not in ("environment", "extra")}
     merged.update(given)
     for key in ("environment", "extra"):
