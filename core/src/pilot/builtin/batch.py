@@ -54,7 +54,7 @@ def _expand_one(pattern: str) -> list[str]:
     close_at = pattern.index("]", open_at)
     prefix, body, rest = pattern[:open_at], pattern[open_at + 1:close_at], pattern[close_at + 1:]
     tails = _expand_one(rest)
-    out = []
+    out: list[str] = []
     for item in body.split(","):
         match = _RANGE.match(item.strip())
         if match is None:
