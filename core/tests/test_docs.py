@@ -4,10 +4,13 @@ documented; the numbers and the transition table the docs quote are the code's."
 
 from __future__ import annotations
 
+import ast
 import inspect
 import io
 import re
+import textwrap
 import tokenize
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import pilot
 from pilot import compute, descriptions, service, session, states
 from pilot.agent import runner
 from pilot.plugin import spec
+from pilot.plugin.manager import PluginManager
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -125,3 +129,26 @@ def test_the_transition_table_in_the_docs_is_the_code_table() -> None:
     actual = {(kind.value, old.value): {s.value for s in new}
               for kind, table in states.TRANSITIONS.items() for old, new in table.items()}
     assert documented == actual
+
+
+def _python_blocks(needle: str = "") -> list[object]:
+    blocks = []
+    for path in sorted(DOCS.rglob("*.md")):
+        for number, match in enumerate(re.finditer(r"^ *```python\n(.*?)^ *```", path.read_text(), re.S | re.M)):
+            if needle in match.group(1):
+                blocks.append(pytest.param(path.name, number, match.group(1), id=f"{path.name}-{number}"))
+    return blocks
+
+
+@pytest.mark.parametrize(("doc", "number", "code"), _python_blocks())
+def test_python_examples_in_the_docs_parse(doc: str, number: int, code: str) -> None:
+    ast.parse(textwrap.dedent(code), f"{doc} block {number}")
+
+
+@pytest.mark.parametrize(("doc", "number", "code"), _python_blocks("@hookimpl"))
+def test_hook_examples_in_the_docs_load_as_plugins(doc: str, number: int, code: str) -> None:
+    """The examples implement real hooks with the right argument names (``check_pending``)."""
+    module = types.ModuleType(f"doc_example_{number}")
+    exec(compile(code, f"{doc} block {number}", "exec"), module.__dict__)  # our own docs
+    manager = PluginManager(entry_points=False, extra_plugins={f"doc-example-{number}": module})
+    assert f"doc-example-{number}" in manager.plugin_names()
