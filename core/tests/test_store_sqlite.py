@@ -141,8 +141,6 @@ def test_store_url_round_trips(tmp_path: Path) -> None:
         again.close()
 
 
-@pytest.mark.xfail(strict=True, reason="pilot.session.default_store_url puts PILOT_HOME into the URL unquoted, "
-                   "so a '#' or '%' in it opens another file (session.py is not ours to fix)")
 def test_default_store_under_a_home_with_special_characters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded default store lives in PILOT_HOME, whatever characters its path holds."""
     home = tmp_path / "home #1"

@@ -140,8 +140,9 @@ class ComputeUnit:
         """Cancel: a queued unit ends at once, a running one is killed by its agent."""
         old = self.get_state()
         cancel_units(self._store, [self.id])
-        if not old.is_final:
-            notify(self._session, Kind.unit, self.id, old, self.get_state())
+        new = self.get_state()
+        if new != old:  # a queued unit ends here; a running one is ended by its agent
+            notify(self._session, Kind.unit, self.id, old, new)
 
     def wait(self, timeout: float | None = None) -> State:
         """Wait until the unit is final; ``TimeoutError`` after ``timeout`` s; ``PilotError`` when

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def pilot_home(environ: Mapping[str, str] | None = None) -> Path:
 def default_store_url(environ: Mapping[str, str] | None = None) -> str:
     """``$PILOT_COORDINATION_URL``, else the embedded SQLite store under ``pilot_home()``."""
     env = os.environ if environ is None else environ
-    return env.get(STORE_ENV) or f"sqlite://{pilot_home(env) / 'store.sqlite'}"
+    return env.get(STORE_ENV) or f"sqlite://{urllib.parse.quote(str(pilot_home(env) / 'store.sqlite'))}"
 
 
 def heartbeat_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:

@@ -135,7 +135,7 @@ class Agent:
             if self.stop is not None:
                 break
             self.handle_events()
-            if self.workers.running and now >= next_control:
+            if (self.workers.running or self.workers.ready) and now >= next_control:
                 self.check_canceled()
                 next_control = now + CONTROL_EVERY
             self.check_deadlines(now)
@@ -198,13 +198,23 @@ class Agent:
             self.stop = self.stop or (State(pilot["state"]), pilot.get("reason") or "pilot ended")
 
     def check_canceled(self) -> None:
-        """Kill running units whose cancel was requested."""
+        """Kill running units whose cancel was requested; drop claimed units that were canceled
+        (or taken back) before they started."""
+        with self.workers.cond:
+            queued = [rec["id"] for rec in self.workers.ready]
         try:
             flagged = self.store.find_units(pilot_id=self.pilot_id, cancel_requested=True,
                                             states=[State.Staging, State.Running], fields=("id",))
+            gone = {u["id"] for u in self.store.get_units(queued)
+                    if u["state"] != State.Pending or u.get("pilot_id") != self.pilot_id} if queued else set()
         except Exception as exc:
             self.log.warning("cancel check failed", error=str(exc))
             return
+        if gone:
+            with self.workers.cond:
+                kept = [rec for rec in self.workers.ready if rec["id"] not in gone]
+                self.workers.ready.clear()
+                self.workers.ready.extend(kept)
         for rec in flagged:
             unit = self.workers.running.get(rec["id"])
             if unit is not None:

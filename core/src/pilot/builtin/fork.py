@@ -1,7 +1,8 @@
 """The fork adaptor (``fork://localhost``, ``local://``): the agent as a detached local process.
 
 The agent makes itself a session leader, so it outlives the client, and cancel ends the whole
-session: the agent and every unit it started. The native id is ``<pid>@<host>``.
+session: the agent and every unit it started. The native id is ``<pid>@<host>/<pilot id>``: pids
+are reused, so a pid alone never decides what to signal.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ForkAdaptor:
         self.host = socket.gethostname()
 
     def submit(self, request: PilotJobRequest) -> str:
-        """Start the agent detached; return ``<pid>@<host>``."""
+        """Start the agent detached; return ``<pid>@<host>/<pilot id>``."""
         request.sandbox.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **request.environment, "PILOT_AGENT_LOG": str(request.sandbox / "agent.log")}
         try:
@@ -42,18 +43,25 @@ class ForkAdaptor:
             pid = int(out.strip())
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             raise PilotError(f"could not start the agent: {exc}") from exc
-        return f"{pid}@{self.host}"
+        return f"{pid}@{self.host}/{request.pilot_id}"
 
     def _local_pid(self, native_id: str) -> int | None:
-        pid, _, host = native_id.partition("@")
+        pid, _, where = native_id.partition("@")
+        host, _, _pilot = where.partition("/")
         return int(pid) if host == self.host and pid.isdigit() else None
+
+    @staticmethod
+    def _is_agent(pid: int, native_id: str) -> bool:
+        """True if ``pid`` is still the agent of the pilot named in ``native_id``."""
+        pilot_id = native_id.partition("/")[2]
+        return cmdline_contains(pid, b"pilot.agent") and cmdline_contains(pid, pilot_id.encode())
 
     def status(self, native_id: str) -> NativeStatus:
         """Running while the agent process lives; Failed once it is gone; Unknown elsewhere."""
         pid = self._local_pid(native_id)
         if pid is None:
             return NativeStatus(State.Unknown, f"agent runs on another host ({native_id})")
-        if is_alive(pid) and cmdline_contains(pid, b"pilot.agent"):
+        if is_alive(pid) and self._is_agent(pid, native_id):
             return NativeStatus(State.Running)
         return NativeStatus(State.Failed, f"agent process {pid} is gone")
 
@@ -62,7 +70,7 @@ class ForkAdaptor:
         pid = self._local_pid(native_id)
         if pid is None:
             raise PilotError(f"cannot cancel {native_id}: the fork adaptor reaches this host only")
-        if cmdline_contains(pid, b"pilot.agent"):
+        if self._is_agent(pid, native_id):
             kill_session(pid)
         elif not is_alive(pid):
             # the agent died (kill -9): its units keep its session id, which the kernel does not

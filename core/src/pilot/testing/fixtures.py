@@ -13,7 +13,7 @@ import pytest
 
 from pilot import session as session_module
 from pilot.lifecycle import LIVE_PILOT_STATES, cancel_pilot
-from pilot.session import Session
+from pilot.session import Session, default_store_url
 
 
 class PilotEnv:
@@ -23,7 +23,7 @@ class PilotEnv:
         self.root = root
         self.work = root / "work"
         self.session = session
-        self.store_url = f"sqlite://{root / 'home' / 'store.sqlite'}"
+        self.store_url = default_store_url({"PILOT_HOME": str(root / "home")})
 
     def store(self) -> object:
         """The test's store (opened through the test's session)."""
