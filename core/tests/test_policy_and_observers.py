@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from helpers import wait_for
 
 from pilot import ComputeDataService, PilotComputeService, State
 from pilot.plugin import hookimpl
@@ -17,6 +16,8 @@ from pilot.plugin.manager import PluginManager
 from pilot.plugin.types import PilotView, UnitView
 from pilot.session import Session
 from pilot.states import Kind
+
+from helpers import wait_for
 
 
 class LastPilotPolicy:
