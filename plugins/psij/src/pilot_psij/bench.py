@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,15 +18,18 @@ from typing import Any
 
 def sbatch_rate(count: int) -> float:
     """Units per second when each unit is its own ``sbatch`` job (submit to last one finished)."""
+    sbatch, squeue = shutil.which("sbatch"), shutil.which("squeue")
+    if not sbatch or not squeue:
+        raise SystemExit("sbatch/squeue not found: start the test cluster (tests/infra/start-slurm.sh)")
     start = time.perf_counter()
     ids = []
     for _ in range(count):
-        out = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-e", "/dev/null", "--wrap", "/bin/true"],
+        out = subprocess.run([sbatch, "--parsable", "-o", "/dev/null", "-e", "/dev/null", "--wrap", "/bin/true"],
                              capture_output=True, text=True, check=True).stdout
         ids.append(out.strip().split(";")[0])
     pending = set(ids)
     while pending:
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([squeue, "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
         pending &= set(out.split())
         if pending:
             time.sleep(0.05)
@@ -35,7 +39,8 @@ def sbatch_rate(count: int) -> float:
 def busy_fraction(units: list[dict[str, Any]], slots: int) -> float:
     """Average fraction of ``slots`` running a unit while units were still queued: from the first
     start to the last start (after which the queue is empty)."""
-    spans = [(u["started"], u["finished"]) for u in units if u.get("started") and u.get("finished")]
+    spans: list[tuple[float, float]] = [(u["started"], u["finished"]) for u in units
+                                        if u.get("started") and u.get("finished")]
     if not spans:
         return float("nan")
     begin = min(s for s, _ in spans)
