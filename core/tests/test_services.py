@@ -188,3 +188,12 @@ def test_reconnected_unit_handle_sees_the_same_unit() -> None:
     again = ComputeUnit(cu_url=unit.get_url())
     assert again.wait(timeout=30) == State.Done
     assert os.path.isdir(again.get_local_working_directory())
+
+
+def test_data_keys_are_refused_until_staging_exists() -> None:
+    cds = ComputeDataService()
+    with pytest.raises(PilotError, match="input_data"):
+        cds.submit_compute_unit({"executable": "/bin/true", "input_data": ["sqlite:///x#data-unit/du-1"]})
+    with pytest.raises(PilotError, match="file_transfer"):
+        PilotComputeService().create_pilot({"service_url": "fork://localhost", "file_transfer": ["a > b"]})
+    assert cds.list_compute_units() == []

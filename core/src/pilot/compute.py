@@ -58,6 +58,14 @@ def poll_until(done: Any, timeout: float | None, what: str) -> Any:
         delay = min(delay * 1.5, 0.2)
 
 
+def _refuse_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> None:
+    """Data staging is not built yet: refuse its keys rather than silently ignore them."""
+    for key in ("input_data", "output_data", "file_transfer"):
+        if getattr(desc, key, ()):
+            raise PilotError(f"{key!r} is not available yet in this version of pilot (data staging is "
+                             "not built); stage files with the unit's own command for now", key=key)
+
+
 def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription], *,
                  cds_id: str | None = None, pilot_id: str | None = None) -> list[Record]:
     """Validate every description (all or nothing) and build new queued unit records."""
@@ -66,6 +74,7 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
     for index, raw in enumerate(descriptions):
         try:
             desc = ComputeUnitDescription.from_dict(raw)
+            _refuse_data_keys(desc)
         except PilotError as exc:
             raise PilotError(f"compute unit description #{index}: {exc}", key=exc.key) from None
         records.append({
@@ -258,10 +267,7 @@ class PilotCompute:
 
     def cancel(self) -> None:
         """Cancel the batch job for real (from a reconnected handle too); its units end Canceled."""
-        rec = self._record()
-        cancel_pilot(self._session, self._store, rec)
-        if State(rec["state"]) not in FINAL_STATES:
-            notify(self._session, Kind.pilot, self.id, rec["state"], State.Canceled)
+        cancel_pilot(self._session, self._store, self._record())  # observers hear it from there
 
 
 class PilotComputeService:
@@ -296,6 +302,7 @@ class PilotComputeService:
         """Validate the description, submit the pilot job, return its handle at once."""
         site = resolve_pilot(PilotComputeDescription.from_dict(pilot_compute_description))
         desc = site.description
+        _refuse_data_keys(desc)
         adaptor = self._session.adaptor(desc.service_url)
         pilot_id = new_id("pilot")
         base = Path(desc.working_directory or os.path.join(os.getcwd(), DEFAULT_WORK_DIR)).expanduser()

@@ -24,7 +24,7 @@ DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 
 
 def pilot_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``$PILOT_HOME``, default ``~/.pilot``: the embedded store and site files live here."""
+    """``$PILOT_HOME``, default ``~/.pilot``: the embedded store lives here."""
     env = os.environ if environ is None else environ
     return Path(env.get(HOME_ENV) or "~/.pilot").expanduser().absolute()
 

@@ -14,7 +14,7 @@ from typing import Any
 from pilot.agent.units import exit_reason
 from pilot.agent.workers import SlotWorkers
 from pilot.builtin.procs import session_members
-from pilot.lifecycle import LIVE_PILOT_STATES, settle_units
+from pilot.lifecycle import LIVE_PILOT_STATES, notify, settle_units
 from pilot.log import configure, get_logger
 from pilot.plugin.types import AgentResources
 from pilot.session import Session
@@ -59,15 +59,15 @@ class Agent:
 
     # --- state changes, batched -----------------------------------------------------------
     def record(self, unit_id: str, changes: dict[str, Any], expect: tuple[State, ...]) -> None:
-        """Queue a state change; a later change of the same unit merges into it."""
+        """Queue a state change (``expect[-1]`` is the state it leaves); a later change of the
+        same unit merges into it."""
         pending = self.updates.get(unit_id)
         if pending is None:
             self.updates[unit_id] = [changes, expect]
         else:
             pending[0].update(changes)
         if self.observers and "state" in changes:
-            self.session.plugins.hook.pilot_state_changed(kind=Kind.unit, entity_id=unit_id, old=expect[0],
-                                                          new=State(changes["state"]))
+            notify(self.session, Kind.unit, unit_id, expect[-1], changes["state"])
 
     def flush(self) -> None:
         """Write queued changes in one store call; units changed under us are stopped silently."""
@@ -114,10 +114,13 @@ class Agent:
         """Mark the pilot Running with its slots and hosts; False if it ended meanwhile."""
         hosts = sorted({node.host for node in self.resources.nodes})
         now = time.time()
-        return bool(self.store.update_pilot(
+        started = bool(self.store.update_pilot(
             self.pilot_id, {"state": State.Running, "started": now, "heartbeat": now, "hosts": hosts,
                             "slots": self.workers.total, "agent_host": socket.gethostname(),
                             "agent_pid": os.getpid()}, expect=[State.New, State.Pending]))
+        if started and self.observers:
+            notify(self.session, Kind.pilot, self.pilot_id, State.Pending, State.Running)
+        return started
 
     def run(self) -> None:
         """Run until canceled, walltime or failure, then drain."""
@@ -254,10 +257,12 @@ class Agent:
         for rec in never_started:
             self.updates.pop(rec["id"], None)
         self.flush()
-        self.store.update_pilot(self.pilot_id, {"state": end, "finished": time.time(),
-                                                "reason": None if end is State.Canceled else reason},
-                                expect=LIVE_PILOT_STATES)
+        # units first: whoever sees the pilot final sees its units settled
         settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed)
+        if self.store.update_pilot(self.pilot_id, {"state": end, "finished": time.time(),
+                                                   "reason": None if end is State.Canceled else reason},
+                                   expect=LIVE_PILOT_STATES) and self.observers:
+            notify(self.session, Kind.pilot, self.pilot_id, State.Running, end)
         me = os.getpid()
         if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
             for pid in session_members(me):

@@ -54,7 +54,7 @@ class PluginManager:
                 if name not in self.blocked:
                     self.pm.register(plugin, name=name)
             if entry_points:
-                self.pm.load_setuptools_entrypoints(NAME)
+                self._load_entry_points()
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:  # a misspelled hook or a wrong signature
             culprit = self.pm.get_name(exc.plugin)
