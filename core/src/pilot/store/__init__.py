@@ -54,6 +54,15 @@ class CoordinationStore(Protocol):
     def get_service(self, service_id: str) -> Record | None:
         """A service record (``id``, ``kind``, ``data``), or None."""
 
+    def get_services(self, ids: Sequence[str]) -> list[Record]:
+        """Service records by id, in the order asked (missing ones left out)."""
+
+    def update_service(self, service_id: str, changes: Mapping[str, Any],
+                       expect: Sequence[State] | None = None) -> bool:
+        """Merge ``changes`` into a service record's ``data``, atomically, only while
+        ``data["state"]`` is one of ``expect`` (any if None); True when applied. Data objects
+        (pilot data, data units) are service records with a state."""
+
     def link(self, parent: str, child: str) -> None:
         """Record that service ``parent`` uses service ``child`` (a CDS and its PCS)."""
 

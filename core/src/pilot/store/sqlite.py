@@ -171,6 +171,28 @@ class SQLiteStore:
         return None if row is None else {"id": row["id"], "kind": row["kind"], "data": json.loads(row["data"])}
 
     @_retrying
+    def get_services(self, ids: Sequence[str]) -> list[Record]:
+        if not ids:
+            return []
+        rows = self._con().execute(f"SELECT id, kind, data FROM services WHERE id IN ({_marks(ids)})", tuple(ids))
+        found = {row["id"]: {"id": row["id"], "kind": row["kind"], "data": json.loads(row["data"])} for row in rows}
+        return [found[i] for i in ids if i in found]
+
+    @_retrying
+    def update_service(self, service_id: str, changes: Mapping[str, Any],
+                       expect: Sequence[State] | None = None) -> bool:
+        with self._write() as con:
+            row = con.execute("SELECT data FROM services WHERE id = ?", (service_id,)).fetchone()
+            if row is None:
+                return False
+            data = json.loads(row["data"])
+            if expect is not None and data.get("state") not in {State(s).value for s in expect}:
+                return False
+            data.update({k: v.value if isinstance(v, State) else v for k, v in changes.items()})
+            con.execute("UPDATE services SET data = ? WHERE id = ?", (json.dumps(data), service_id))
+        return True
+
+    @_retrying
     def link(self, parent: str, child: str) -> None:
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO links (parent, child) VALUES (?, ?)", (parent, child))

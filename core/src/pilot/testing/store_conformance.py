@@ -181,6 +181,17 @@ class StoreConformance:
         assert store.get_service("pcs-1") == {"id": "pcs-1", "kind": "pcs", "data": {"heartbeat_timeout": 5.0}}
         assert store.get_service("pcs-2") is None
 
+    def test_service_records_update_conditionally(self, store: Any) -> None:
+        store.put_service("du-1", "data-unit", {"state": "Pending", "files": ["a"]})
+        store.put_service("du-2", "data-unit", {"state": "Running"})
+        assert [r["id"] for r in store.get_services(["du-2", "missing", "du-1"])] == ["du-2", "du-1"]
+        assert store.update_service("du-1", {"state": State.Running, "size": 3}, expect=[State.Pending])
+        assert not store.update_service("du-1", {"state": State.Failed}, expect=[State.Pending])
+        assert not store.update_service("missing", {"state": State.Failed})
+        assert store.get_service("du-1")["data"] == {"state": "Running", "files": ["a"], "size": 3}
+        assert store.update_service("du-2", {"reason": "x"})
+        assert store.get_service("du-2")["data"] == {"state": "Running", "reason": "x"}
+
     def test_links_keep_order_without_duplicates(self, store: Any) -> None:
         """Children come back in link order, once each; unlink removes one link only."""
         assert store.children("cds-1") == []
