@@ -346,14 +346,19 @@ class SQLiteStore:
 
     @_retrying
     def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
-        bound: list[str] = []
+        by_pilot: dict[str, list[str]] = {}
+        for unit_id, pilot_id in bindings:
+            by_pilot.setdefault(pilot_id, []).append(unit_id)
+        bound: set[str] = set()
         with self._write() as con:
-            for unit_id, pilot_id in bindings:
-                cur = con.execute("UPDATE units SET pilot_id = ? WHERE id = ? AND pilot_id IS NULL"
-                                  f" AND state IN ({_marks(_QUEUED)})", (pilot_id, unit_id, *_QUEUED))
-                if cur.rowcount:
-                    bound.append(unit_id)
-        return bound
+            for pilot_id, unit_ids in by_pilot.items():
+                for start in range(0, len(unit_ids), 500):
+                    chunk = unit_ids[start:start + 500]
+                    rows = con.execute(
+                        f"UPDATE units SET pilot_id = ? WHERE id IN ({_marks(chunk)}) AND pilot_id IS NULL"
+                        f" AND state IN ({_marks(_QUEUED)}) RETURNING id", (pilot_id, *chunk, *_QUEUED)).fetchall()
+                    bound.update(row[0] for row in rows)
+        return [unit_id for unit_id, _ in bindings if unit_id in bound]
 
     @_retrying
     def unbind_units(self, pilot_id: str) -> list[str]:
