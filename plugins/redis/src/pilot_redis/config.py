@@ -1,0 +1,164 @@
+"""Redis store URLs and where their passwords live.
+
+URL form: ``redis://[[user]:password@]host[:port][/db][?prefix=name]`` (``rediss://`` for TLS).
+Port defaults to 6379, db to 0; ``prefix`` puts every key of the store under
+``pilot:<name>:`` so several stores share one database.
+
+The password never appears in the store's URL (``RedisStore.url`` is redacted, object URLs are
+built from it), so a process that only has that URL finds the password, in this order, in:
+
+1. the URL itself, when it carries one;
+2. ``$PILOT_REDIS_PASSWORD``;
+3. the credentials file ``$PILOT_REDIS_CREDENTIALS`` (default
+   ``$XDG_CONFIG_HOME/pilot/redis-passwords``, i.e. ``~/.config/pilot/redis-passwords``): lines
+   ``[user@]host:port/db password``, mode 0600. A client that opens a URL with a password
+   writes (or updates) its line there, so agents of the same user (on a shared home) find it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+from pilot.errors import PilotError
+
+PASSWORD_ENV = "PILOT_REDIS_PASSWORD"
+CREDENTIALS_ENV = "PILOT_REDIS_CREDENTIALS"
+DEFAULT_PORT = 6379
+_PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_QUERY_KEYS = ("prefix",)
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisTarget:
+    """A parsed store URL: where the server is, which db and key prefix, and the password
+    if the URL carried one."""
+
+    scheme: str
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str | None
+
+    @property
+    def credentials_key(self) -> str:
+        """How this server and db are named in the credentials file."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{user}{self.host}:{self.port}/{self.db}"
+
+    @property
+    def url(self) -> str:
+        """The canonical URL, without the password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        query = f"?prefix={self.prefix}" if self.prefix else ""
+        return f"{self.scheme}://{user}{host}:{self.port}/{self.db}{query}"
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of every key this store uses."""
+        return f"pilot:{self.prefix}:" if self.prefix else "pilot:"
+
+
+def parse_url(url: str) -> RedisTarget:
+    """Parse and check a Redis store URL; ``PilotError`` (without the password) when malformed."""
+    if not isinstance(url, str):
+        raise PilotError("a Redis store URL must be a string", key="coordination_url")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or DEFAULT_PORT
+        host, username, password = parts.hostname, parts.username, parts.password
+    except ValueError as exc:
+        raise PilotError(f"not a valid Redis store URL ({exc})", key="coordination_url") from None
+    from pilot.urls import redact
+
+    shown = redact(url) if "@" in url else url
+    expected = "expected redis://[:password@]host:port/db[?prefix=name]"
+    if parts.scheme not in ("redis", "rediss") or not host or parts.fragment:
+        raise PilotError(f"not a Redis store URL: {shown!r} ({expected})", key="coordination_url")
+    db_text = parts.path.lstrip("/") or "0"
+    if not db_text.isdigit() or not db_text.isascii() or int(db_text) > 10_000:
+        raise PilotError(f"Redis store URL {shown!r}: database must be a number, got {db_text!r}",
+                         key="coordination_url")
+    try:
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise PilotError(f"Redis store URL {shown!r}: malformed query", key="coordination_url") from None
+    unknown = sorted(set(query) - set(_QUERY_KEYS))
+    if unknown:
+        raise PilotError(f"Redis store URL {shown!r}: unknown parameter {unknown[0]!r} (known: prefix)",
+                         key="coordination_url")
+    prefix = None
+    if "prefix" in query:
+        values = query["prefix"]
+        if len(values) != 1 or not _PREFIX_OK.match(values[0]):
+            raise PilotError(f"Redis store URL {shown!r}: prefix must be 1-64 letters, digits, '_', '-', '.'",
+                             key="coordination_url")
+        prefix = values[0]
+    return RedisTarget(parts.scheme, host, port, int(db_text), urllib.parse.unquote(username) if username else None,
+                       urllib.parse.unquote(password) if password else None, prefix)
+
+
+def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$PILOT_REDIS_CREDENTIALS``, else ``$XDG_CONFIG_HOME/pilot/redis-passwords``."""
+    env = os.environ if environ is None else environ
+    if env.get(CREDENTIALS_ENV):
+        return Path(env[CREDENTIALS_ENV]).expanduser()
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or "~").expanduser() / ".config")
+    return config_home / "pilot" / "redis-passwords"
+
+
+def _read_entries(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    entries = {}
+    for line in text.splitlines():
+        key, _, password = line.strip().partition(" ")
+        if key and password and not key.startswith("#"):
+            entries[key] = password
+    return entries
+
+
+def remember_password(target: RedisTarget, environ: Mapping[str, str] | None = None) -> None:
+    """Write the URL's password to the credentials file (0600), replacing an older one."""
+    if not target.password or "\n" in target.password or " " in target.credentials_key:
+        return
+    path = credentials_path(environ)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return  # best effort: the password can still come from the environment
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        entries = _read_entries(path)
+        if entries.get(target.credentials_key) == target.password:
+            return
+        entries[target.credentials_key] = target.password
+        data = "".join(f"{key} {value}\n" for key, value in entries.items()).encode()
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def find_password(target: RedisTarget, environ: Mapping[str, str] | None = None) -> str | None:
+    """The password for ``target``: from its URL, ``$PILOT_REDIS_PASSWORD`` or the credentials file."""
+    if target.password:
+        return target.password
+    env = os.environ if environ is None else environ
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
+    return _read_entries(credentials_path(env)).get(target.credentials_key)

@@ -1,0 +1,265 @@
+"""The Lua scripts that make store writes atomic on the server.
+
+Every script gets the key prefix as ``ARGV[1]`` and an idempotency token as ``ARGV[2]`` (empty
+for none). A script called with a token saves its answer under ``<prefix>tok:<token>`` for
+``TOKEN_TTL`` seconds and, called again with the same token (a retry after a lost reply), returns
+that answer without doing anything: so a claim or a conditional update retried after a dropped
+connection is never applied twice and never lost.
+
+Keys (``P`` is the prefix): ``P u:<id>`` a unit hash (``seq`` plus its fields), ``P p:<id>`` a
+pilot hash, ``P s:<id>`` a service (JSON), ``P l:<parent>`` links (sorted set). Unit indexes,
+sorted sets of unit ids scored by ``seq`` (submission order), kept by ``reindex``: ``all``,
+``act`` (not final), ``cu:<cds>``, ``ca:<cds>`` (active), ``cf:<cds>`` (unbound and queued),
+``free`` (unbound and queued), ``pu:<pilot>``, ``pa:<pilot>`` (active), ``pq:<pilot>``
+(claimable: Pending, unclaimed).
+"""
+
+from __future__ import annotations
+
+TOKEN_TTL = 120
+
+_PRELUDE = """
+local P = ARGV[1]
+local TOK = ARGV[2]
+local ACTIVE = {New=true, Pending=true, Staging=true, Running=true}
+local QUEUED = {New=true, Pending=true}
+local function snap(key)
+  return redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'claimed', 'seq')
+end
+local function sets(v)
+  local cds, pilot, state, claimed = v[1], v[2], v[3], v[4]
+  local s = {[P .. 'all'] = true}
+  local active = state and ACTIVE[state]
+  if active then s[P .. 'act'] = true end
+  if cds then
+    s[P .. 'cu:' .. cds] = true
+    if active then s[P .. 'ca:' .. cds] = true end
+  end
+  if pilot then
+    s[P .. 'pu:' .. pilot] = true
+    if active then s[P .. 'pa:' .. pilot] = true end
+    if state == 'Pending' and claimed ~= '1' then s[P .. 'pq:' .. pilot] = true end
+  elseif state and QUEUED[state] then
+    s[P .. 'free'] = true
+    if cds then s[P .. 'cf:' .. cds] = true end
+  end
+  return s
+end
+local function reindex(id, old, new)
+  local a, b = sets(old), sets(new)
+  for k in pairs(a) do if not b[k] then redis.call('ZREM', k, id) end end
+  for k in pairs(b) do if not a[k] then redis.call('ZADD', k, new[5], id) end end
+end
+local function cached()
+  if TOK == '' then return nil end
+  local t = P .. 'tok:' .. TOK
+  if redis.call('EXISTS', t) == 1 then return redis.call('LRANGE', t, 1, -1) end
+  return nil
+end
+local function remember(result)
+  if TOK == '' then return result end
+  local t = P .. 'tok:' .. TOK
+  redis.call('RPUSH', t, '#')
+  for i = 1, #result, 1000 do
+    redis.call('RPUSH', t, unpack(result, i, math.min(i + 999, #result)))
+  end
+  redis.call('EXPIRE', t, %(ttl)d)
+  return result
+end
+local function expected(i)
+  -- reads '<n>, s1..sn' at ARGV[i] (n = -1: any state); returns the set (or nil) and the next index
+  local n = tonumber(ARGV[i])
+  if n < 0 then return nil, i + 1 end
+  local e = {}
+  for j = 1, n do e[ARGV[i + j]] = true end
+  return e, i + 1 + n
+end
+""" % {"ttl": TOKEN_TTL}
+
+#: ARGV: P, '', count, then per unit: id, n, field1, value1, ... fieldn, valuen. Existing ids are
+#: skipped, so a retried insert is harmless.
+INSERT_UNITS = _PRELUDE + """
+local count = tonumber(ARGV[3])
+local seq = redis.call('INCRBY', P .. 'seq', count) - count
+local i = 4
+for _ = 1, count do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local key = P .. 'u:' .. id
+  seq = seq + 1
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'seq', seq, unpack(ARGV, i + 2, i + 1 + 2 * n))
+    for k in pairs(sets(snap(key))) do redis.call('ZADD', k, seq, id) end
+  end
+  i = i + 2 + 2 * n
+end
+return count
+"""
+
+#: ARGV: P, token, count, then per update: id, pilot condition ('' none), expect (see
+#: ``expected``), n, field/value pairs, m, fields to delete. Returns the ids where it applied.
+UPDATE_UNITS = _PRELUDE + """
+local c = cached()
+if c then return c end
+local out = {}
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local id, cond = ARGV[i], ARGV[i + 1]
+  local expect
+  expect, i = expected(i + 2)
+  local ns = tonumber(ARGV[i])
+  local sbeg = i + 1
+  i = i + 1 + 2 * ns
+  local nd = tonumber(ARGV[i])
+  local dbeg = i + 1
+  i = i + 1 + nd
+  local key = P .. 'u:' .. id
+  local old = snap(key)
+  if old[5] and (not expect or (old[3] and expect[old[3]])) and (cond == '' or old[2] == cond) then
+    if ns > 0 then redis.call('HSET', key, unpack(ARGV, sbeg, sbeg + 2 * ns - 1)) end
+    if nd > 0 then redis.call('HDEL', key, unpack(ARGV, dbeg, dbeg + nd - 1)) end
+    reindex(id, old, snap(key))
+    out[#out + 1] = id
+  end
+end
+return remember(out)
+"""
+
+#: ARGV: P, token, then unit id, pilot id pairs. Binds unbound queued units; returns those bound.
+BIND_UNITS = _PRELUDE + """
+local c = cached()
+if c then return c end
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, pilot = ARGV[i], ARGV[i + 1]
+  local key = P .. 'u:' .. id
+  local old = snap(key)
+  if old[5] and not old[2] and old[3] and QUEUED[old[3]] then
+    redis.call('HSET', key, 'pilot_id', pilot)
+    reindex(id, old, {old[1], pilot, old[3], old[4], old[5]})
+    out[#out + 1] = id
+  end
+end
+return remember(out)
+"""
+
+#: ARGV: P, token, pilot id. Hands the pilot's queued service units back (unbound, unclaimed).
+UNBIND_UNITS = _PRELUDE + """
+local c = cached()
+if c then return c end
+local pilot = ARGV[3]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', P .. 'pa:' .. pilot, 0, -1)) do
+  local key = P .. 'u:' .. id
+  local old = snap(key)
+  if old[1] and old[2] == pilot and old[3] and QUEUED[old[3]] then
+    redis.call('HDEL', key, 'pilot_id')
+    redis.call('HSET', key, 'claimed', '0')
+    reindex(id, old, {old[1], false, old[3], '0', old[5]})
+    out[#out + 1] = id
+  end
+end
+return remember(out)
+"""
+
+#: ARGV: P, token, pilot id, limit. Claims the oldest claimable units; returns their ids.
+CLAIM_UNITS = _PRELUDE + """
+local c = cached()
+if c then return c end
+local q = P .. 'pq:' .. ARGV[3]
+local ids = redis.call('ZRANGE', q, 0, tonumber(ARGV[4]) - 1)
+for i = 1, #ids, 1000 do
+  local last = math.min(i + 999, #ids)
+  for j = i, last do redis.call('HSET', P .. 'u:' .. ids[j], 'claimed', '1') end
+  redis.call('ZREM', q, unpack(ids, i, last))
+end
+return remember(ids)
+"""
+
+#: ARGV: P, '', pilot ids. Slots held by active units of each pilot.
+COUNT_ACTIVE = _PRELUDE + """
+local out = {}
+for i = 3, #ARGV do
+  local total = 0
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'pa:' .. ARGV[i], 0, -1)) do
+    total = total + (tonumber(redis.call('HGET', P .. 'u:' .. id, 'slots')) or 1)
+  end
+  out[#out + 1] = total
+end
+return out
+"""
+
+#: ARGV: P, '', index key, cds ('' any), pilot ('' any), states ('-' any, else comma separated),
+#: unbound '1'/'0', cancel_requested '1'/'0', limit (-1 none), fields (none: every field).
+#: Returns one array per match: HMGET values of the fields, or HGETALL.
+FIND_UNITS = _PRELUDE + """
+local base, cds, pilot = ARGV[3], ARGV[4], ARGV[5]
+local st
+if ARGV[6] ~= '-' then
+  st = {}
+  for s in string.gmatch(ARGV[6], '[^,]+') do st[s] = true end
+end
+local unbound, cancel, limit = ARGV[7] == '1', ARGV[8] == '1', tonumber(ARGV[9])
+local fields = {}
+for j = 10, #ARGV do fields[#fields + 1] = ARGV[j] end
+local out = {}
+local start = 0
+while limit < 0 or #out < limit do
+  local ids = redis.call('ZRANGE', base, start, start + 999)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local key = P .. 'u:' .. id
+    local v = redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'cancel_requested')
+    if (cds == '' or v[1] == cds) and (pilot == '' or v[2] == pilot) and (not st or (v[3] and st[v[3]]))
+        and (not unbound or not v[2]) and (not cancel or v[4] == '1') then
+      if #fields > 0 then out[#out + 1] = redis.call('HMGET', key, unpack(fields))
+      else out[#out + 1] = redis.call('HGETALL', key) end
+      if limit >= 0 and #out >= limit then break end
+    end
+  end
+  start = start + 1000
+end
+return out
+"""
+
+#: ARGV: P, '', pilot id, service id, field/value pairs. Returns 0 when the id exists.
+INSERT_PILOT = _PRELUDE + """
+local key = P .. 'p:' .. ARGV[3]
+if redis.call('EXISTS', key) == 1 then return 0 end
+local seq = redis.call('INCR', P .. 'pseq')
+redis.call('HSET', key, 'seq', seq, unpack(ARGV, 5))
+redis.call('ZADD', P .. 'pilots', seq, ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', P .. 'ps:' .. ARGV[4], seq, ARGV[3]) end
+return 1
+"""
+
+#: ARGV: P, token, pilot id, expect, n, field/value pairs, m, fields to delete. Returns {'1'}
+#: when applied, {'0'} when not.
+UPDATE_PILOT = _PRELUDE + """
+local c = cached()
+if c then return c end
+local key = P .. 'p:' .. ARGV[3]
+local expect, i = expected(4)
+local state = redis.call('HGET', key, 'state')
+if not state or (expect and not expect[state]) then return remember({'0'}) end
+local ns = tonumber(ARGV[i])
+if ns > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * ns)) end
+local nd = tonumber(ARGV[i + 1 + 2 * ns])
+if nd > 0 then redis.call('HDEL', key, unpack(ARGV, i + 2 + 2 * ns, i + 1 + 2 * ns + nd)) end
+return remember({'1'})
+"""
+
+#: ARGV: P, '', pilot id, time. Records the heartbeat; returns the pilot (HGETALL) or nil.
+HEARTBEAT = _PRELUDE + """
+local key = P .. 'p:' .. ARGV[3]
+if redis.call('EXISTS', key) == 0 then return false end
+redis.call('HSET', key, 'heartbeat', ARGV[4])
+return redis.call('HGETALL', key)
+"""
+
+#: ARGV: P, '', parent, child. Links once, in link order.
+LINK = _PRELUDE + """
+local key = P .. 'l:' .. ARGV[3]
+if redis.call('ZSCORE', key, ARGV[4]) then return 0 end
+redis.call('ZADD', key, redis.call('INCR', P .. 'lseq'), ARGV[4])
+return 1
+"""
