@@ -197,3 +197,11 @@ def test_data_keys_are_refused_until_staging_exists() -> None:
     with pytest.raises(PilotError, match="file_transfer"):
         PilotComputeService().create_pilot({"service_url": "fork://localhost", "file_transfer": ["a > b"]})
     assert cds.list_compute_units() == []
+
+
+def test_local_scheme_is_the_fork_adaptor_too() -> None:
+    pcs = PilotComputeService()
+    pilot = pcs.create_pilot({"service_url": "local://localhost", "working_directory": os.getcwd()})
+    unit = pilot.submit_compute_unit({"executable": "/bin/echo", "arguments": ["local"]})
+    assert unit.wait(timeout=30) == State.Done
+    assert pilot.get_details()["native_id"].partition("/")[2] == pilot.id
