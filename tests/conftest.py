@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 SLURM_NODES = ("n1", "n2", "n3")  # tests/infra/services.sh: SLURM_NODES=3 SLURM_CPUS=4
+REDIS_PORT = 6390  # tests/infra/start-redis.sh
+REDIS_PASSWORD_FILE = "/tmp/ci-redis/password"
 
 
 def in_ci() -> bool:
@@ -63,3 +65,37 @@ def slurm_cluster() -> tuple[str, ...]:
     if problem:
         service_missing("SLURM test cluster", problem)
     return SLURM_NODES
+
+
+@pytest.fixture(scope="session")
+def redis_password() -> str:
+    """The password of the test redis-server (tests/infra/start-redis.sh, 127.0.0.1:6390);
+    skips (fails under CI) when it is not running."""
+    try:
+        import redis
+    except ImportError:
+        service_missing("redis-server", "redis-py is not installed (pip install -e plugins/redis[test])")
+    try:
+        with open(REDIS_PASSWORD_FILE) as handle:
+            password = handle.read().strip()
+        redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=password, socket_connect_timeout=2).ping()
+    except (OSError, redis.RedisError) as exc:
+        service_missing("redis-server", f"127.0.0.1:{REDIS_PORT}: {exc}")
+    return password
+
+
+@pytest.fixture
+def redis_store_url(redis_password: str) -> Iterator[str]:
+    """A Redis store URL (with the password) under a fresh key prefix, so tests share the server
+    in parallel; only that prefix's keys are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield f"redis://:{redis_password}@127.0.0.1:{REDIS_PORT}/0?prefix={prefix}"
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=redis_password)
+    keys = list(client.scan_iter(match=f"pilot:{prefix}:*", count=10_000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start:start + 5000])
+    client.close()
