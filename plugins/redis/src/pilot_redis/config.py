@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pilot.errors import PilotError
 
-PASSWORD_ENV = "PILOT_REDIS_PASSWORD"
+PASSWORD_ENV = "PILOT_REDIS_PASSWORD"  # noqa: S105 (the name of a variable)
 CREDENTIALS_ENV = "PILOT_REDIS_CREDENTIALS"
 DEFAULT_PORT = 6379
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -135,23 +135,27 @@ def remember_password(target: RedisTarget, environ: Mapping[str, str] | None = N
     path = credentials_path(environ)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return  # best effort: the password can still come from the environment
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         entries = _read_entries(path)
         if entries.get(target.credentials_key) == target.password:
             return
         entries[target.credentials_key] = target.password
         data = "".join(f"{key} {value}\n" for key, value in entries.items()).encode()
-        os.fchmod(fd, 0o600)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)  # readers see the old file or the new one, never half of one
     except OSError:
         return
     finally:
-        os.close(fd)
+        os.close(lock)
 
 
 def find_password(target: RedisTarget, environ: Mapping[str, str] | None = None) -> str | None:

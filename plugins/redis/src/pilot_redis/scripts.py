@@ -63,7 +63,7 @@ local function remember(result)
   for i = 1, #result, 1000 do
     redis.call('RPUSH', t, unpack(result, i, math.min(i + 999, #result)))
   end
-  redis.call('EXPIRE', t, %(ttl)d)
+  redis.call('EXPIRE', t, TOKEN_TTL)
   return result
 end
 local function expected(i)
@@ -74,7 +74,7 @@ local function expected(i)
   for j = 1, n do e[ARGV[i + j]] = true end
   return e, i + 1 + n
 end
-""" % {"ttl": TOKEN_TTL}
+""".replace("TOKEN_TTL", str(TOKEN_TTL))
 
 #: ARGV: P, '', count, then per unit: id, n, field1, value1, ... fieldn, valuen. Existing ids are
 #: skipped, so a retried insert is harmless.
