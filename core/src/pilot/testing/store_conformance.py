@@ -29,73 +29,9 @@ import pytest
 from pilot.errors import PilotError
 from pilot.states import State
 from pilot.store import UnitUpdate
+from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
 
 _DEFAULT_CLASS = ("pilot.testing.store_conformance", "StoreConformance")
-
-#: Opens the store in a child process: ``argv = [module, class qualname, url]``.
-_CHILD_PRELUDE = """
-import importlib, json, sys
-_obj = importlib.import_module(sys.argv[1])
-for _part in sys.argv[2].split("."):
-    _obj = getattr(_obj, _part)
-store = _obj().open_store(sys.argv[3])
-"""
-
-#: Claims units of pilot ``argv[4]`` in batches of ``argv[5]`` once told to go; prints the ids.
-_CLAIM_CHILD = _CHILD_PRELUDE + """
-print("ready", flush=True)
-sys.stdin.readline()
-claimed = []
-while True:
-    batch = store.claim_units(sys.argv[4], int(sys.argv[5]))
-    if not batch:
-        break
-    claimed += [unit["id"] for unit in batch]
-store.close()
-print(json.dumps(claimed), flush=True)
-"""
-
-#: Writes a pilot (Running, heartbeat), a service, a link and units in several states.
-_WRITER_CHILD = _CHILD_PRELUDE + """
-from pilot.store import UnitUpdate
-store.put_service("pcs-r", "pcs", {"heartbeat_timeout": 12.5})
-store.link("cds-r", "pcs-r")
-store.insert_pilot({"id": "pilot-r", "service_id": "pcs-r", "state": "New", "slots": 4,
-                    "description": {"service_url": "fork://localhost"}})
-assert store.update_pilot("pilot-r", {"state": "Pending", "native_id": "42@host"}, expect=["New"])
-assert store.update_pilot("pilot-r", {"state": "Running", "hosts": ["n1", "n2"]}, expect=["Pending"])
-assert store.heartbeat("pilot-r", 1700000000.25)["heartbeat"] == 1700000000.25
-store.insert_units([{"id": f"cu-r{n}", "cds_id": "cds-r", "pilot_id": "pilot-r", "state": "Pending",
-                     "slots": 1, "description": {"executable": "/bin/true"}, "submitted": 1.0 + n}
-                    for n in range(4)])
-claimed = [u["id"] for u in store.claim_units("pilot-r", 3)]
-assert claimed == ["cu-r0", "cu-r1", "cu-r2"], claimed
-applied = store.update_units([UnitUpdate(f"cu-r{n}", {"state": "Running", "started": 2.0}, expect=["Pending"])
-                              for n in range(3)])
-assert applied == ["cu-r0", "cu-r1", "cu-r2"], applied
-applied = store.update_units([
-    UnitUpdate("cu-r0", {"state": "Done", "exit_code": 0, "finished": 3.0}, expect=["Running"]),
-    UnitUpdate("cu-r1", {"state": "Failed", "exit_code": 7, "reason": "exit code 7", "finished": 3.0},
-               expect=["Running"]),
-])
-assert applied == ["cu-r0", "cu-r1"], applied
-store.close()
-print("written", flush=True)
-"""
-
-#: Reads back what the writer wrote and prints it as JSON.
-_READER_CHILD = _CHILD_PRELUDE + """
-out = {
-    "service": store.get_service("pcs-r"),
-    "children": store.children("cds-r"),
-    "pilots": store.get_pilots(["pilot-r"]),
-    "units": store.get_units([f"cu-r{n}" for n in range(4)]),
-    "more": [u["id"] for u in store.claim_units("pilot-r", 10)],
-}
-store.close()
-print(json.dumps(out, default=str), flush=True)
-"""
-
 
 def unit_record(unit_id: str, **fields: Any) -> dict[str, Any]:
     """A new queued unit record as the core writes it; ``fields`` override the defaults."""
@@ -493,7 +429,7 @@ class StoreConformance:
         goes to exactly one of them, and each gets its units oldest first."""
         ids = [f"cu-{n:05d}" for n in range(1500)]
         store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
-        children = [self._child(_CLAIM_CHILD, store_url, "pilot-1", str(batch)) for batch in (7, 11)]
+        children = [self._child(CLAIM_CHILD, store_url, "pilot-1", str(batch)) for batch in (7, 11)]
         try:
             for child in children:
                 assert child.stdout is not None
@@ -521,10 +457,10 @@ class StoreConformance:
 
     def test_states_and_heartbeats_survive_a_restart(self, store_url: str) -> None:
         """What one process wrote is read back, unchanged, by a new process after it exited."""
-        writer = self._child(_WRITER_CHILD, store_url)
+        writer = self._child(WRITER_CHILD, store_url)
         assert self._finish(writer).strip() == "written"
         assert writer.returncode == 0
-        reader = self._child(_READER_CHILD, store_url)
+        reader = self._child(READER_CHILD, store_url)
         seen = json.loads(self._finish(reader))
         assert seen["service"] == {"id": "pcs-r", "kind": "pcs", "data": {"heartbeat_timeout": 12.5}}
         assert seen["children"] == ["pcs-r"]
