@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pilot.errors import PilotError
+from pilot.log import get_logger
 from pilot.plugin.manager import PluginManager
 from pilot.urls import scheme_of
 
@@ -35,18 +36,21 @@ def default_store_url(environ: Mapping[str, str] | None = None) -> str:
     return env.get(STORE_ENV) or f"sqlite://{urllib.parse.quote(str(pilot_home(env) / 'store.sqlite'))}"
 
 
-def heartbeat_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """``$PILOT_HEARTBEAT_TIMEOUT`` in seconds, default 60."""
-    raw = (os.environ if environ is None else environ).get(HEARTBEAT_TIMEOUT_ENV)
-    if not raw:
-        return DEFAULT_HEARTBEAT_TIMEOUT
+def positive_seconds(raw: str, what: str) -> float:
+    """``raw`` as a positive number of seconds; ``PilotError`` naming ``what`` otherwise."""
     try:
         value = float(raw)
     except ValueError:
-        raise PilotError(f"{HEARTBEAT_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if not value > 0:
-        raise PilotError(f"{HEARTBEAT_TIMEOUT_ENV} must be positive, got {raw!r}")
+        raise PilotError(f"{what} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise PilotError(f"{what} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+def heartbeat_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``$PILOT_HEARTBEAT_TIMEOUT`` in seconds, default 60."""
+    raw = (os.environ if environ is None else environ).get(HEARTBEAT_TIMEOUT_ENV)
+    return positive_seconds(raw, HEARTBEAT_TIMEOUT_ENV) if raw else DEFAULT_HEARTBEAT_TIMEOUT
 
 
 class Session:
@@ -56,6 +60,7 @@ class Session:
         self._plugins = plugins
         self._stores: dict[str, Any] = {}
         self._adaptors: dict[str, Any] = {}
+        self._backends: dict[str, Any] = {}
         self._lock = threading.RLock()
 
     @property
@@ -86,9 +91,25 @@ class Session:
                 self._adaptors[service_url] = adaptor
             return adaptor
 
-    def close(self) -> None:
-        """Close every store opened by this session."""
+    def data_backend(self, url: str) -> Any:
+        """The data backend for ``url``'s scheme (a bare path is ``file``), one per backend in
+        this session; ``PilotError`` for a scheme no plugin registered."""
+        record = self.plugins.data_backend_for(scheme_of(url))
         with self._lock:
+            backend = self._backends.get(record.name)
+            if backend is None:
+                backend = self._backends[record.name] = record.factory()
+            return backend
+
+    def close(self) -> None:
+        """Close every store and data backend opened by this session."""
+        with self._lock:
+            for backend in self._backends.values():
+                try:
+                    backend.close()
+                except Exception as exc:  # closing is best effort
+                    get_logger().debug("data backend close failed", error=str(exc))
+            self._backends.clear()
             for store in {id(s): s for s in self._stores.values()}.values():
                 store.close()
             self._stores.clear()

@@ -31,7 +31,7 @@ from psij import Job, JobExecutor, JobExecutorConfig, JobState, JobStatus
 
 from pilot.errors import PilotError
 from pilot.plugin.types import NativeStatus, PilotJobRequest
-from pilot.session import pilot_home
+from pilot.session import pilot_home, positive_seconds
 from pilot.states import State
 from pilot_psij.jobspec import PRE_LAUNCH, build_job, pre_launch_script
 
@@ -55,24 +55,14 @@ _STATES = {JobState.QUEUED: State.Pending, JobState.ACTIVE: State.Running, JobSt
 log = logging.getLogger(__name__)
 
 
-def _positive_float(raw: str, what: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise PilotError(f"{what} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise PilotError(f"{what} must be positive, got {raw!r}")
-    return value
-
-
 def poll_interval(service_url: str, environ: Mapping[str, str] | None = None) -> float:
     """PSI/J's queue polling interval for ``service_url``."""
     env = os.environ if environ is None else environ
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(service_url).query)
     if "poll_interval" in query:
-        return _positive_float(query["poll_interval"][-1], "service_url poll_interval")
+        return positive_seconds(query["poll_interval"][-1], "service_url poll_interval")
     if env.get(POLL_ENV):
-        return _positive_float(env[POLL_ENV], POLL_ENV)
+        return positive_seconds(env[POLL_ENV], POLL_ENV)
     return DEFAULT_POLL_INTERVAL
 
 
