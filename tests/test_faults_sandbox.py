@@ -4,6 +4,7 @@ it fails even for root (ENOTDIR); that unit ends Failed with the reason, the oth
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,8 @@ from pilot.testing.fixtures import PilotEnv
 pytestmark = pytest.mark.redis
 
 
-def test_unwritable_sandbox_fails_only_that_unit(pilot_env: PilotEnv, redis_store_url: str) -> None:
+def test_unwritable_sandbox_fails_only_that_unit(pilot_env: PilotEnv, redis_store_url: str,
+                                                 redis_password: str) -> None:
     blocker = pilot_env.root / "a-file"
     blocker.write_text("not a directory\n")
     pcs = PilotComputeService(redis_store_url)
@@ -35,5 +37,8 @@ def test_unwritable_sandbox_fails_only_that_unit(pilot_env: PilotEnv, redis_stor
         assert "cannot prepare sandbox" in reason and "Not a directory" in reason
         assert [u.get_state() for u in good + more] == [State.Done] * 12
         assert pilot.get_state() == State.Running
+        agent_log = Path(pilot.get_details()["sandbox"]) / "agent.log"
+        assert agent_log.read_text() and redis_password not in agent_log.read_text()
+        assert redis_password not in pilot.get_url() and redis_password not in bad.get_url()
     finally:
         pcs.cancel()

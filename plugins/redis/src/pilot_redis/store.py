@@ -36,6 +36,11 @@ _QUEUED = frozenset({"New", "Pending"})
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the server is unreachable, restarting or loading (a refused password is not)."""
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, redis.AuthenticationError)
+
+
 def _retry_seconds() -> float:
     try:
         return max(0.0, float(os.environ.get(RETRY_ENV) or 60.0))
@@ -94,7 +99,7 @@ class RedisStore:
             self._log.warning("redis unreachable; retrying", attempt=state.attempt_number, error=str(exc))
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_TRANSIENT),
+            retry=tenacity.retry_if_exception(_transient),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
             stop=tenacity.stop_after_delay(limit), before_sleep=warn, reraise=True)
         try:
@@ -102,6 +107,10 @@ class RedisStore:
         except redis.AuthenticationError as exc:
             raise PilotError(f"Redis store {self.url}: authentication failed ({exc}); give the password in "
                              "the URL once, or set PILOT_REDIS_PASSWORD", key="coordination_url") from None
+        except (redis.AuthorizationError, redis.ResponseError) as exc:
+            if "NOAUTH" not in str(exc) and "WRONGPASS" not in str(exc):
+                raise PilotError(f"Redis store {self.url}: {exc}") from exc
+            raise PilotError(f"Redis store {self.url}: authentication failed ({exc})", key="coordination_url") from None
         except _TRANSIENT as exc:
             raise PilotError(f"Redis store {self.url} unreachable for {limit:g} s: {exc}") from exc
         except redis.RedisError as exc:
