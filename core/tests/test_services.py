@@ -190,12 +190,18 @@ def test_reconnected_unit_handle_sees_the_same_unit() -> None:
     assert os.path.isdir(again.get_local_working_directory())
 
 
-def test_data_keys_are_refused_until_staging_exists() -> None:
+def test_malformed_data_keys_are_refused_at_submission() -> None:
     cds = ComputeDataService()
-    with pytest.raises(PilotError, match="input_data"):
-        cds.submit_compute_unit({"executable": "/bin/true", "input_data": ["sqlite:///x#data-unit/du-1"]})
+    with pytest.raises(PilotError, match="input_data") as info:
+        cds.submit_compute_unit({"executable": "/bin/true", "input_data": ["sqlite:///x#unit/cu-1"]})
+    assert info.value.key == "input_data"
+    with pytest.raises(PilotError, match="output_data"):
+        cds.submit_compute_unit({"executable": "/bin/true", "output_data": [{"not-a-url": ["*.txt"]}]})
     with pytest.raises(PilotError, match="file_transfer"):
-        PilotComputeService().create_pilot({"service_url": "fork://localhost", "file_transfer": ["a > b"]})
+        cds.submit_compute_unit({"executable": "/bin/true", "file_transfer": ["a.txt to SUBJOB_WORK_DIR"]})
+    with pytest.raises(PilotError, match="BIGJOB_WORK_DIR"):
+        PilotComputeService().create_pilot({"service_url": "fork://localhost",
+                                            "file_transfer": ["a > SUBJOB_WORK_DIR"]})
     assert cds.list_compute_units() == []
 
 

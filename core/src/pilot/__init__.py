@@ -16,6 +16,9 @@ _PUBLIC = {
     "PilotCompute": "pilot.compute",
     "ComputeUnit": "pilot.compute",
     "ComputeDataService": "pilot.service",
+    "PilotDataService": "pilot.data.objects",
+    "PilotData": "pilot.data.objects",
+    "DataUnit": "pilot.data.objects",
     "State": "pilot.states",
     "PilotError": "pilot.errors",
     "PilotComputeDescription": "pilot.descriptions",
@@ -24,12 +27,14 @@ _PUBLIC = {
     "DataUnitDescription": "pilot.descriptions",
 }
 __all__ = [
-    "ComputeDataService", "ComputeUnit", "ComputeUnitDescription", "DataUnitDescription", "PilotCompute",
-    "PilotComputeDescription", "PilotComputeService", "PilotDataDescription", "PilotError", "State", "version",
+    "ComputeDataService", "ComputeUnit", "ComputeUnitDescription", "DataUnit", "DataUnitDescription",
+    "PilotCompute", "PilotComputeDescription", "PilotComputeService", "PilotData", "PilotDataDescription",
+    "PilotDataService", "PilotError", "State", "version",
 ]
 
 if TYPE_CHECKING:
     from pilot.compute import ComputeUnit, PilotCompute, PilotComputeService
+    from pilot.data.objects import DataUnit, PilotData, PilotDataService
     from pilot.descriptions import (
         ComputeUnitDescription,
         DataUnitDescription,

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print("plugins:", ", ".join(manager.plugin_names()))
         print("resource adaptors:", ", ".join(sorted(manager.adaptors)))
         print("coordination stores:", ", ".join(sorted(manager.stores)))
+        print("data backends:", ", ".join(sorted(manager.data_backends)))
         print("launch methods:", ", ".join(sorted(manager.launch_methods)))
     elif args.command == "bench":
         from pilot.bench import main as bench_main

@@ -58,12 +58,26 @@ def poll_until(done: Any, timeout: float | None, what: str) -> Any:
         delay = min(delay * 1.5, 0.2)
 
 
-def _refuse_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> None:
-    """Data staging is not built yet: refuse its keys rather than silently ignore them."""
-    for key in ("input_data", "output_data", "file_transfer"):
-        if getattr(desc, key, ()):
-            raise PilotError(f"{key!r} is not available yet in this version of pilot (data staging is "
-                             "not built); stage files with the unit's own command for now", key=key)
+def check_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> None:
+    """Data keys are well formed: ``input_data`` and ``output_data`` name data-unit URLs,
+    ``file_transfer`` entries parse (a pilot's only into ``BIGJOB_WORK_DIR``). Cheap: the staging
+    module is imported only when there are transfers."""
+    for du_url in getattr(desc, "input_data", ()):
+        try:
+            urls.parse(du_url, "data-unit")
+        except PilotError as exc:
+            raise PilotError(f"input_data: {exc}", key="input_data") from None
+    for item in getattr(desc, "output_data", ()):
+        for du_url in item:
+            try:
+                urls.parse(du_url, "data-unit")
+            except PilotError as exc:
+                raise PilotError(f"output_data: {exc}", key="output_data") from None
+    if desc.file_transfer:
+        from pilot.data.staging import parse_transfer
+
+        for spec in desc.file_transfer:
+            parse_transfer(spec, pilot=isinstance(desc, PilotComputeDescription))
 
 
 def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription], *,
@@ -74,7 +88,8 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
     for index, raw in enumerate(descriptions):
         try:
             desc = ComputeUnitDescription.from_dict(raw)
-            _refuse_data_keys(desc)
+            if desc.input_data or desc.output_data or desc.file_transfer:
+                check_data_keys(desc)
         except PilotError as exc:
             raise PilotError(f"compute unit description #{index}: {exc}", key=exc.key) from None
         records.append({
@@ -302,7 +317,7 @@ class PilotComputeService:
         """Validate the description, submit the pilot job, return its handle at once."""
         site = resolve_pilot(PilotComputeDescription.from_dict(pilot_compute_description))
         desc = site.description
-        _refuse_data_keys(desc)
+        check_data_keys(desc)
         adaptor = self._session.adaptor(desc.service_url)
         pilot_id = new_id("pilot")
         base = Path(desc.working_directory or os.path.join(os.getcwd(), DEFAULT_WORK_DIR)).expanduser()

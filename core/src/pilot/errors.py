@@ -16,3 +16,7 @@ class PilotError(Exception):
 
 class IllegalTransition(PilotError):
     """A state change that the transition table does not allow: always a bug."""
+
+
+class TransientDataError(PilotError):
+    """A data transfer failed in a way worth retrying (a dropped connection, a timeout)."""

@@ -1,4 +1,5 @@
-"""The default placement policy: affinity labels first, then the pilot with most free capacity.
+"""The default placement policy: affinity labels first, then pilots beside the unit's input data,
+then the pilot with most free capacity.
 
 Registered as a plugin through ``pilot_place_unit``; a plugin that answers first replaces it.
 """
@@ -26,10 +27,19 @@ def eligible_pilots(unit: UnitView, pilots: Sequence[PilotView]) -> list[PilotVi
     return matching or list(pilots)
 
 
+def near_data(unit: UnitView, pilots: Sequence[PilotView]) -> list[PilotView]:
+    """The pilots co-located with a PilotData holding the unit's input data: same labels (a
+    PilotData with only a datacenter label is beside every pilot of that datacenter)."""
+    return [p for p in pilots
+            if any((dc is None or dc == p.datacenter) and (m is None or m == p.machine) for dc, m in unit.data_labels)]
+
+
 @hookimpl(trylast=True)
 def pilot_place_unit(unit: UnitView, pilots: Sequence[PilotView]) -> str | None:
-    """Pick the eligible pilot with most free capacity, or keep the unit queued."""
-    free = [p for p in eligible_pilots(unit, pilots) if p.free >= unit.slots]
+    """Pick the eligible pilot with most free capacity, or keep the unit queued. A unit with
+    input data waits for the pilots beside its data while any is alive."""
+    eligible = eligible_pilots(unit, pilots)
+    free = [p for p in near_data(unit, eligible) or eligible if p.free >= unit.slots]
     if not free:
         return None
     return max(free, key=lambda p: p.free).id

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilot import urls
 from pilot.compute import (
@@ -18,14 +18,17 @@ from pilot.compute import (
     poll_until,
     unit_records,
 )
-from pilot.descriptions import ComputeUnitDescription
+from pilot.descriptions import ComputeUnitDescription, DataUnitDescription
 from pilot.errors import PilotError
 from pilot.lifecycle import LIVE_PILOT_STATES, cancel_units, refresh_pilot
 from pilot.log import get_logger
 from pilot.plugin.types import PilotView, UnitView
 from pilot.session import Session, default_session
 from pilot.states import State
-from pilot.store import ACTIVE_UNIT_STATES, Record
+from pilot.store import ACTIVE_UNIT_STATES, Record, UnitUpdate
+
+if TYPE_CHECKING:
+    from pilot.data.objects import DataUnit, PilotDataService
 
 #: Units bound to a pilot beyond its slots, so its agent never waits for the client.
 PREFETCH = 256
@@ -33,10 +36,16 @@ _QUEUE_FIELDS = ("id", "slots", "datacenter", "machine", "input_data")
 _WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
 
 
+def pcs_children(store: Any, cds_id: str) -> list[str]:
+    """The pilot compute services linked under a ComputeDataService (it also links its pilot
+    data services and data units)."""
+    return [child for child in store.children(cds_id) if child.startswith("pcs-")]
+
+
 def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
     """The live pilots of the service's pilot compute services (refreshed when a session is
     given, so dead ones are found)."""
-    pilots = store.pilots_of(store.children(cds_id))
+    pilots = store.pilots_of(pcs_children(store, cds_id))
     if session is not None:
         pilots = [refresh_pilot(session, store, p) for p in pilots]
     return [p for p in pilots if State(p["state"]) in LIVE_PILOT_STATES]
@@ -103,7 +112,44 @@ class ComputeDataService:
     def list_pilot_compute_services(self) -> list[PilotComputeService]:
         """The pilot compute services of this service."""
         return [PilotComputeService(pcs_url=urls.make(self._store.url, "pcs", pcs_id), session=self._session)
-                for pcs_id in self._store.children(self.id)]
+                for pcs_id in pcs_children(self._store, self.id)]
+
+    # --- data -------------------------------------------------------------------------------
+    def add_pilot_data_service(self, pds: PilotDataService) -> None:
+        """Add a pilot data service: its PilotData hold this service's data units."""
+        if pds._store.url != self._store.url:
+            raise PilotError(f"{pds!r} uses store {pds._store.url}, this service {self._store.url}")
+        self._store.link(self.id, pds.id)
+
+    def remove_pilot_data_service(self, pds: PilotDataService) -> None:
+        """Stop placing data units in ``pds``'s PilotData (stored data stays)."""
+        self._store.unlink(self.id, pds.id)
+
+    def list_pilot_data_services(self) -> list[PilotDataService]:
+        """The pilot data services of this service."""
+        from pilot.data.objects import PilotDataService
+
+        return [PilotDataService(pds_url=urls.make(self._store.url, "pds", pds_id), session=self._session)
+                for pds_id in self._store.children(self.id) if pds_id.startswith("pds-")]
+
+    def submit_data_unit(self, data_unit_description: Mapping[str, Any] | DataUnitDescription) -> DataUnit:
+        """Store a data unit in a PilotData of this service chosen by its labels (see
+        ``pilot.data.placement``); returns at once, ``du.wait()`` waits for the transfer."""
+        from pilot.data.placement import choose_pilot_data
+
+        desc = DataUnitDescription.from_dict(data_unit_description)
+        pds_ids = [c for c in self._store.children(self.id) if c.startswith("pds-")]
+        pd = choose_pilot_data(self._session, self._store, pds_ids, desc)
+        du: DataUnit = pd.submit_data_unit(desc)
+        self._store.link(self.id, du.id)
+        return du
+
+    def list_data_units(self) -> list[DataUnit]:
+        """Every data unit submitted to this service."""
+        from pilot.data.objects import DataUnit
+
+        return [DataUnit(session=self._session, _store=self._store, _id=du)
+                for du in self._store.children(self.id) if du.startswith("du-")]
 
     # --- units ------------------------------------------------------------------------------
     def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription
@@ -201,10 +247,24 @@ class ComputeDataService:
         queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=room + 64,
                                         fields=_QUEUE_FIELDS)
         hook = self._session.plugins.hook.pilot_place_unit
+        data_views: dict[str, Any] = {}
+        if any(unit.get("input_data") for unit in queued):
+            from pilot.data.placement import input_data_views
+
+            data_views = input_data_views(self._session, self._store, queued)
         bindings = []
+        failed = []
         for unit in queued:
+            labels: Any = ()
+            if unit.get("input_data"):
+                ready, labels = data_views[unit["id"]]
+                if isinstance(ready, str):  # a DU of the unit can never be stored: fail the unit
+                    failed.append(UnitUpdate(unit["id"], {"state": State.Failed, "reason": ready,
+                                                          "finished": time.time()}, expect=[State.Pending]))
+                if ready is not True:
+                    continue
             view = UnitView(unit["id"], int(unit["slots"]), unit.get("datacenter"), unit.get("machine"),
-                            tuple(unit.get("input_data") or ()))
+                            tuple(unit.get("input_data") or ()), tuple(labels))
             candidates = [PilotView(p["id"], State(p["state"]), int(p["slots"]), free[p["id"]],
                                     p.get("datacenter"), p.get("machine"))
                           for p in pilots if int(p["slots"]) >= view.slots]
@@ -212,6 +272,8 @@ class ComputeDataService:
             if chosen in free:
                 bindings.append((unit["id"], chosen))
                 free[chosen] -= view.slots
+        if failed:
+            self._store.update_units(failed)
         bound = self._store.bind_units(bindings) if bindings else []
         return len(bound), len(queued) > len(bound)
 

@@ -8,6 +8,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ class Agent:
     def __init__(self, session: Session, store: Any, pilot: Record, resources: AgentResources,
                  drain_margin: float = 0.0) -> None:
         self.session, self.store, self.pilot_id = session, store, pilot["id"]
+        self.pilot_sandbox = str(pilot["sandbox"])
         self.resources = resources
         self.updates: dict[str, list[Any]] = {}  # unit id -> [changes, expected states]
         self.heartbeat_every = min(10.0, float(pilot.get("heartbeat_timeout") or 60.0) / 4)
@@ -55,7 +57,19 @@ class Agent:
         methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
         total = resources.total_slots
         self.claim_target = max(2 * total, 64)
-        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=total)
+        self._stager: Any = None
+        self._stager_lock = threading.Lock()
+        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=total,
+                                   stager=self.stager)
+
+    def stager(self) -> Any:
+        """The data stager, built (and ``pilot.data.staging`` imported) on first use."""
+        with self._stager_lock:
+            if self._stager is None:
+                from pilot.data.staging import Stager
+
+                self._stager = Stager(self.session, str(self.pilot_sandbox))
+            return self._stager
 
     # --- state changes, batched -----------------------------------------------------------
     def record(self, unit_id: str, changes: dict[str, Any], expect: tuple[State, ...]) -> None:
@@ -91,7 +105,13 @@ class Agent:
             if event[0] == "started":
                 _, unit, started, sandbox = event
                 self.record(unit.id, {"state": State.Running, "started": started, "host": unit.hosts[0],
-                                      "sandbox": sandbox}, (State.Pending,))
+                                      "sandbox": sandbox}, (State.Pending, State.Staging))
+            elif event[0] == "staging":
+                _, rec, host, started, sandbox = event
+                self.record(rec["id"], {"state": State.Staging, "started": started, "host": host,
+                                        "sandbox": sandbox}, (State.Pending,))
+            elif event[0] == "staging-out":
+                self.record(event[1].id, {"state": State.Staging}, (State.Running,))
             elif event[0] == "ended":
                 _, unit, returncode, finished = event
                 if unit.silent:
@@ -102,12 +122,12 @@ class Agent:
                 if unit.end is not None:
                     state, reason = State(unit.end[0]), unit.end[1]
                 self.record(unit.id, {"state": state, "exit_code": code, "finished": finished, "reason": reason},
-                            (State.Pending, State.Running))
+                            (State.Pending, State.Staging, State.Running))
             else:
                 _, rec, host, sandbox, error, started = event
                 self.record(rec["id"], {"state": State.Failed, "started": started, "finished": time.time(),
                                         "host": host, "sandbox": sandbox, "reason": str(error),
-                                        "exit_code": error.exit_code}, (State.Pending,))
+                                        "exit_code": error.exit_code}, (State.Pending, State.Staging))
 
     # --- the loop -------------------------------------------------------------------------
     def start(self) -> bool:
@@ -291,6 +311,17 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
     resources = session.plugins.hook.pilot_agent_resources(environ=dict(os.environ),
                                                            requested_slots=int(pilot.get("slots") or 1))
     agent = Agent(session, store, pilot, resources, drain_margin)
+    transfers = (pilot.get("description") or {}).get("file_transfer")
+    if transfers:
+        try:
+            os.makedirs(agent.pilot_sandbox, exist_ok=True)
+            agent.stager().fetch_in(transfers, None)
+        except Exception as exc:
+            reason = f"pilot file_transfer failed: {exc}"
+            log.error("pilot staging failed", reason=reason)
+            store.update_pilot(pilot_id, {"state": State.Failed, "reason": reason, "finished": time.time()},
+                               expect=[State.New, State.Pending])
+            return 1
     if not agent.start():
         log.info("pilot ended before the agent started")
         return 0

@@ -10,7 +10,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pilot.agent.units import RunningUnit, StartError, start_unit, unit_sandbox
@@ -23,12 +23,15 @@ Event = tuple[Any, ...]
 
 class SlotWorkers:
     """Runs queued units on the slots of an allocation and reports what happened as events:
-    ``("started", unit, time, sandbox)``, ``("ended", unit, returncode, time)`` and
-    ``("failed", record, host, sandbox, StartError, time)``."""
+    ``("staging", record, host, time, sandbox)`` (input staging begins), ``("started", unit, time,
+    sandbox)``, ``("staging-out", unit)``, ``("ended", unit, returncode, time)`` and ``("failed",
+    record, host, sandbox, StartError, time)``. Units with data keys are staged in this thread by
+    ``stager()`` (built on first use), before they start and after they succeed."""
 
     def __init__(self, resources: AgentResources, methods: Mapping[str, LaunchMethod], sandbox: str,
-                 wake_fd: int, low_water: int) -> None:
+                 wake_fd: int, *, low_water: int, stager: Callable[[], Any] | None = None) -> None:
         self.resources, self.methods, self.sandbox = resources, methods, sandbox
+        self.stager = stager
         self.local_host = resources.local_host or socket.gethostname()
         self.free_hosts = [node.host for node in resources.nodes for _ in range(node.slots)]
         self.total = len(self.free_hosts)
@@ -105,6 +108,19 @@ class SlotWorkers:
         description = record["description"]
         sandbox = unit_sandbox(self.sandbox, record["id"], description)
         started = time.time()
+        stage_out = False
+        if self.stager is not None and ("input_data" in description or "output_data" in description
+                                        or "file_transfer" in description):
+            try:
+                stager = self.stager()
+                stage_in, stage_out = stager.needs_staging(description)
+                if stage_in:
+                    self.events.put(("staging", record, hosts[0], started, sandbox))
+                    stager.stage_in(description, sandbox)
+            except Exception as exc:  # a failed transfer fails the unit with the reason
+                self.events.put(("failed", record, hosts[0], sandbox, StartError(f"input staging failed: {exc}"),
+                                 started))
+                return
         try:
             proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]))
         except StartError as exc:
@@ -119,4 +135,10 @@ class SlotWorkers:
         self.events.put(("started", unit, started, sandbox))
         returncode = proc.wait()
         del self.running[unit.id]
+        if stage_out and returncode == 0 and unit.end is None and not unit.silent:
+            self.events.put(("staging-out", unit))
+            try:
+                self.stager().stage_out(description, sandbox)  # type: ignore[misc]
+            except Exception as exc:
+                unit.end = ("Failed", f"output staging failed: {exc}")
         self.events.put(("ended", unit, returncode, time.time()))

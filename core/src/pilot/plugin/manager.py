@@ -13,7 +13,12 @@ import pluggy
 
 from pilot.errors import PilotError
 from pilot.plugin import NAME, spec
-from pilot.plugin.types import CoordinationStoreRecord, LaunchMethodRecord, ResourceAdaptorRecord
+from pilot.plugin.types import (
+    CoordinationStoreRecord,
+    DataBackendRecord,
+    LaunchMethodRecord,
+    ResourceAdaptorRecord,
+)
 
 #: Built-in plugins, registered by name exactly like third-party ones.
 BUILTIN_PLUGINS: Mapping[str, str] = {
@@ -23,6 +28,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "sqlite": "pilot.store.sqlite",
     "placement": "pilot.placement",
     "batch": "pilot.builtin.batch",
+    "local-data": "pilot.data.local",
 }
 #: Comma-separated plugin names that are not loaded (built-in or entry-point names).
 BLOCK_ENV = "PILOT_DISABLE_PLUGINS"
@@ -64,6 +70,8 @@ class PluginManager:
             "pilot_resource_adaptors", lambda r: r.schemes, "scheme")
         self.stores: dict[str, CoordinationStoreRecord] = self._collect(
             "pilot_coordination_stores", lambda r: r.schemes, "scheme")
+        self.data_backends: dict[str, DataBackendRecord] = self._collect(
+            "pilot_data_backends", lambda r: r.schemes, "data backend scheme")
         self.launch_methods: dict[str, LaunchMethodRecord] = self._collect(
             "pilot_launch_methods", lambda r: (r.name,), "launch method")
 
@@ -110,6 +118,10 @@ class PluginManager:
     def store_for(self, scheme: str) -> CoordinationStoreRecord:
         """The store record for a ``coordination_url`` scheme."""
         return self._lookup(self.stores, scheme, "coordination store for scheme", "coordination_url")
+
+    def data_backend_for(self, scheme: str) -> DataBackendRecord:
+        """The data backend record for a PilotData ``service_url`` scheme."""
+        return self._lookup(self.data_backends, scheme, "data backend for scheme", "service_url")
 
     def launch_method(self, name: str) -> LaunchMethodRecord:
         """The launch method registered under ``name``."""

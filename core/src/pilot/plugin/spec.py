@@ -14,6 +14,7 @@ from pilot.plugin import hookspec
 from pilot.plugin.types import (
     AgentResources,
     CoordinationStoreRecord,
+    DataBackendRecord,
     LaunchMethodRecord,
     PilotView,
     ResourceAdaptorRecord,
@@ -35,6 +36,14 @@ def pilot_resource_adaptors() -> list[ResourceAdaptorRecord]:
 def pilot_coordination_stores() -> list[CoordinationStoreRecord]:
     """Coordination stores this plugin provides, each for one or more ``coordination_url``
     schemes. Every store must pass ``pilot.testing.store_conformance``."""
+
+
+@hookspec
+def pilot_data_backends() -> list[DataBackendRecord]:
+    """Data backends this plugin provides, each for one or more PilotData ``service_url``
+    schemes (``file``, ``sftp`` ...). Every backend must pass
+    ``pilot.testing.data_conformance``. Example: the built-in local backend returns
+    ``[DataBackendRecord(name="local", schemes=("file",), factory=LocalBackend)]``."""
 
 
 @hookspec

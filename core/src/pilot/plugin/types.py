@@ -136,3 +136,59 @@ class UnitView:
     datacenter: str | None
     machine: str | None
     input_data: Sequence[str] = ()
+    #: (datacenter, machine) labels of the PilotData holding a complete replica of every DU in
+    #: ``input_data``; empty when the unit has no input data or labels are unknown.
+    data_labels: Sequence[tuple[str | None, str | None]] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """One stored file as a data backend sees it: its name in its place, its size in bytes, and
+    a checksum (``"sha256:<hex>"``) when the backend gives one cheaply, else None."""
+
+    name: str
+    size: int
+    checksum: str | None = None
+
+
+class DataBackend(Protocol):
+    """Stores files at URLs of its schemes. A storage place is a directory-like URL; files are
+    ``<place>/<name>``. ``options`` are the backend keys of the PilotData (``extra``): never
+    secrets. Errors are ``PilotError``; ``TransientDataError`` marks ones worth retrying.
+    Every write lands under a temporary name and is renamed, so no half file carries its name."""
+
+    def create_place(self, url: str, options: Mapping[str, Any]) -> None:
+        """Create the place (and its parents); an existing place is fine."""
+
+    def put(self, local_path: str, url: str, options: Mapping[str, Any]) -> FileInfo:
+        """Store the local file at ``url``; return what was stored."""
+
+    def get(self, url: str, local_path: str, options: Mapping[str, Any]) -> FileInfo:
+        """Fetch ``url`` into the local file; return what was fetched."""
+
+    def list(self, url: str, options: Mapping[str, Any]) -> list[FileInfo]:
+        """The files directly in place ``url`` (none when it does not exist), sorted by name."""
+
+    def stat(self, url: str, options: Mapping[str, Any]) -> FileInfo:
+        """The stored file at ``url``; ``PilotError`` when there is none."""
+
+    def remove(self, url: str, options: Mapping[str, Any]) -> None:
+        """Remove a file or a whole place; a missing one is fine."""
+
+    def copy(self, src_url: str, dst_url: str, options: Mapping[str, Any]) -> FileInfo:
+        """Copy a file between two URLs of this backend (another place, maybe another host)."""
+
+    def local_path(self, url: str) -> str | None:
+        """The path of ``url`` on this host's filesystem when it has one (so it can be linked)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataBackendRecord:
+    """Registers a data backend for URL schemes; ``factory()`` builds one (one per session)."""
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: Callable[[], DataBackend]
