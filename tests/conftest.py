@@ -99,3 +99,34 @@ def redis_store_url(redis_password: str) -> Iterator[str]:
     for start in range(0, len(keys), 5000):
         client.delete(*keys[start:start + 5000])
     client.close()
+
+
+SSHD_DIR = os.environ.get("SSHD_DIR", "/tmp/ci-sshd")
+SSHD_PORT = int(os.environ.get("SSHD_PORT", "2222"))
+
+
+def _sshd_problem() -> str | None:
+    """Why the key-only test sshd (tests/infra/start-sshd.sh) cannot be used, or None."""
+    import socket
+
+    for name in ("client_key", "known_hosts"):
+        if not os.path.exists(os.path.join(SSHD_DIR, name)):
+            return f"{SSHD_DIR}/{name} missing"
+    try:
+        socket.create_connection(("127.0.0.1", SSHD_PORT), timeout=2).close()
+    except OSError as exc:
+        return f"nothing listens on 127.0.0.1:{SSHD_PORT} ({exc})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sshd() -> dict[str, str]:
+    """The test sshd: ``url`` (``sftp://ciuser@127.0.0.1:2222``), ``known_hosts``,
+    ``identity_file`` and ``home`` (the user's home on the server); skips (fails under CI)."""
+    problem = _sshd_problem()
+    if problem:
+        service_missing("test sshd", problem)
+    user = os.environ.get("SSHD_USER", "ciuser")
+    return {"url": f"sftp://{user}@127.0.0.1:{SSHD_PORT}", "known_hosts": os.path.join(SSHD_DIR, "known_hosts"),
+            "identity_file": os.path.join(SSHD_DIR, "client_key"),
+            "home": "/root" if user == "root" else f"/home/{user}"}
