@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SSHD = Path(os.environ.get("SSHD_DIR", "/tmp/ci-sshd"))
+SSHD = Path(os.environ.get("SSHD_DIR", "/tmp/ci-sshd"))  # noqa: S108 - where start-sshd.sh puts its keys
 
 
 def _best(func: Callable[[], None], runs: int) -> tuple[float, float]:
@@ -46,7 +46,7 @@ def bulk(size_mb: int, runs: int, user: str, port: int) -> list[tuple[str, float
             for _ in range(size_mb):
                 out.write(os.urandom(1_000_000))
         digest = hashlib.md5(src.read_bytes()).hexdigest()  # noqa: S324 - a content check, not security
-        remote = f"/tmp/pilot-bench-{uuid.uuid4().hex}"
+        remote = f"/tmp/pilot-bench-{uuid.uuid4().hex}"  # noqa: S108 - a unique path on the test server
         back = Path(tmp, "back")
 
         def check() -> None:
@@ -62,7 +62,7 @@ def bulk(size_mb: int, runs: int, user: str, port: int) -> list[tuple[str, float
         backend = SFTPBackend()
         options = {"known_hosts": str(SSHD / "known_hosts"), "identity_file": str(SSHD / "client_key")}
         url = f"sftp://{user}@127.0.0.1:{port}{remote}.sftp"
-        backend.create_place(f"sftp://{user}@127.0.0.1:{port}/tmp", options)  # connect outside the timing
+        backend.create_place(f"sftp://{user}@127.0.0.1:{port}/tmp", options)  # noqa: S108 - connect before timing
         put = _best(lambda: backend.put(str(src), url, options), runs)
         get = _best(lambda: backend.get(url, str(back), options), runs)
         check()
@@ -106,7 +106,8 @@ def staging(files: int, units: int, user: str, port: int) -> dict[str, Any]:
         src.mkdir()
         per_unit = files // units
         pds = PilotDataService()
-        pd = pds.create_pilot({"service_url": f"sftp://{user}@127.0.0.1:{port}/tmp/pilot-bench-stage",
+        remote_dir = f"/tmp/pilot-bench-{uuid.uuid4().hex}"  # noqa: S108 - a unique path on the test server
+        pd = pds.create_pilot({"service_url": f"sftp://{user}@127.0.0.1:{port}{remote_dir}",
                                "extra": {"known_hosts": str(SSHD / "known_hosts"),
                                          "identity_file": str(SSHD / "client_key")}})
         dus = []
