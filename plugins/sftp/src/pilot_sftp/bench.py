@@ -21,7 +21,7 @@ from typing import Any
 SSHD = Path(os.environ.get("SSHD_DIR", "/tmp/ci-sshd"))  # noqa: S108 - where start-sshd.sh puts its keys
 
 
-def _best(func: Callable[[], None], runs: int) -> tuple[float, float]:
+def _best(func: Callable[[], object], runs: int) -> tuple[float, float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -71,7 +71,7 @@ def bulk(size_mb: int, runs: int, user: str, port: int) -> list[tuple[str, float
         rows.append(("pilot-sftp (asyncssh)", *put, *get))
 
         try:
-            import paramiko
+            import paramiko  # type: ignore[import-untyped]
         except ImportError:
             paramiko = None
         if paramiko is not None:
@@ -131,8 +131,8 @@ def staging(files: int, units: int, user: str, port: int) -> dict[str, Any]:
         cus = cds.submit_compute_units([{"executable": "/bin/true", "input_data": [du.get_url()]} for du in dus])
         cds.wait()
         total = time.perf_counter() - t0
-        ok = sum(cu.get_state() == State.Done for cu in cus)
-        staged = sum(len(list(Path(cu.get_local_working_directory()).glob("*.dat"))) for cu in cus)
+        ok = sum(1 for cu in cus if cu.get_state() == State.Done)
+        staged = sum(len(list(Path(cu.get_local_working_directory() or ".").glob("*.dat"))) for cu in cus)
         pcs.cancel()
         pd.cancel(remove_data=True)
         return {"files": files, "units": units, "done": ok, "staged": staged, "store_s": store_s, "stage_s": total}
