@@ -100,7 +100,7 @@ def test_exceptions_are_rendered() -> None:
 # --- secrets and the agent log ---------------------------------------------------------------
 SECRET = "s3cret-Pa55"
 _FAKE_STORE = textwrap.dedent('''
-    """A stand-in for a Redis store: speaks redis:// URLs, keeps data in SQLite, and (like any
+    """A stand-in for a networked store: speaks fakeredis:// URLs, keeps data in SQLite, and (like any
     store might) logs the URL it was asked to open."""
     import os, urllib.parse
     from pilot.log import get_logger
@@ -118,7 +118,7 @@ _FAKE_STORE = textwrap.dedent('''
 
     @hookimpl
     def pilot_coordination_stores():
-        return [CoordinationStoreRecord(name="fakeredis", schemes=("redis",), open=open_store)]
+        return [CoordinationStoreRecord(name="fakeredis", schemes=("fakeredis",), open=open_store)]
 ''')
 
 
@@ -143,12 +143,12 @@ def fake_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.timeout(120)
 def test_agent_log_never_holds_the_store_password(fake_redis: Path, tmp_path: Path) -> None:
-    """A pilot on a store opened with ``redis://:<password>@host/db`` runs a unit, and neither
+    """A pilot on a store opened with ``fakeredis://:<password>@host/db`` runs a unit, and neither
     its agent's log, nor object URLs, nor the store hold the password."""
     session = Session()
     pilot = None
     try:
-        pcs = PilotComputeService(coordination_url=f"redis://:{SECRET}@127.0.0.1:6379/0", session=session)
+        pcs = PilotComputeService(coordination_url=f"fakeredis://:{SECRET}@127.0.0.1:6379/0", session=session)
         pilot = pcs.create_pilot({"service_url": "fork://localhost", "working_directory": str(tmp_path / "work")})
         cu = pilot.submit_compute_unit({"executable": "/bin/echo", "arguments": ["hello"]})
         cu.wait(timeout=60)
@@ -158,11 +158,11 @@ def test_agent_log_never_holds_the_store_password(fake_redis: Path, tmp_path: Pa
         if pilot is not None:
             pilot.cancel()
         session.close()
-    assert all(url.startswith("redis://127.0.0.1:6379/0#") for url in urls), urls
+    assert all(url.startswith("fakeredis://127.0.0.1:6379/0#") for url in urls), urls
     agent_log = (tmp_path / "work" / pilot.id / "agent.log").read_text()
     # The agent opened the store and logged the URL it was given: the redacted one.
     assert "opening fake redis store" in agent_log
-    assert "url='redis://127.0.0.1:6379/0'" in agent_log
+    assert "url='fakeredis://127.0.0.1:6379/0'" in agent_log
     assert SECRET not in agent_log
     for path in fake_redis.iterdir():
         assert SECRET.encode() not in path.read_bytes(), path
