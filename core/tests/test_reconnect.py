@@ -90,7 +90,7 @@ def test_restartable_unit_is_run_again_after_its_pilot_died() -> None:
     unit = cds.submit_compute_unit({"executable": "/bin/sh", "restartable": True,
                                     "arguments": ["-c", "'test -e again || { touch again; sleep 3011; }'"],
                                     "working_directory": os.path.join(os.getcwd(), "shared")})
-    wait_for(lambda: pids_matching("sleep 3011"), 20, "first attempt running")
+    wait_for(lambda: pids_matching("sleep 3011") and unit.get_state() == State.Running, 20, "first attempt running")
     os.kill(doomed._record()["agent_pid"], signal.SIGKILL)
     wait_for(lambda: doomed.get_state() == State.Failed, 10, "pilot failed")
     fork_pilot(pcs)
