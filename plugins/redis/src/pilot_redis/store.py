@@ -69,7 +69,7 @@ class RedisStore:
         self._log = get_logger(store=self.url)
         self._client = redis.Redis(
             host=target.host, port=target.port, db=target.db, username=target.username, password=password,
-            ssl=target.scheme == "rediss", socket_connect_timeout=5, socket_timeout=120, socket_keepalive=True,
+            ssl=target.scheme == "rediss", socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True,
             health_check_interval=30, retry=Retry(NoBackoff(), 0))
         self._scripts = {name: self._client.register_script(getattr(scripts, name)) for name in (
             "INSERT_UNITS", "UPDATE_UNITS", "BIND_UNITS", "UNBIND_UNITS", "CLAIM_UNITS", "COUNT_ACTIVE",
