@@ -107,7 +107,7 @@ class RedisStore:
         except redis.AuthenticationError as exc:
             raise PilotError(f"Redis store {self.url}: authentication failed ({exc}); give the password in "
                              "the URL once, or set PILOT_REDIS_PASSWORD", key="coordination_url") from None
-        except (redis.AuthorizationError, redis.ResponseError) as exc:
+        except redis.ResponseError as exc:
             if "NOAUTH" not in str(exc) and "WRONGPASS" not in str(exc):
                 raise PilotError(f"Redis store {self.url}: {exc}") from exc
             raise PilotError(f"Redis store {self.url}: authentication failed ({exc})", key="coordination_url") from None
@@ -135,7 +135,7 @@ class RedisStore:
         return self._call(run) if keys else []
 
     @staticmethod
-    def _ids(raw: Sequence[bytes]) -> list[str]:
+    def _ids(raw: Any) -> list[str]:
         return [item.decode() for item in raw]
 
     # --- services ---------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class RedisStore:
         self._call(lambda: self._client.set(f"{self._p}s:{service_id}", doc))
 
     @staticmethod
-    def _service(service_id: str, raw: bytes | None) -> Record | None:
+    def _service(service_id: str, raw: Any) -> Record | None:
         if raw is None:
             return None
         doc = json.loads(raw)
@@ -173,7 +173,7 @@ class RedisStore:
             with self._client.pipeline() as pipe:
                 while True:
                     try:
-                        pipe.watch(key)
+                        pipe.watch(key)  # type: ignore[no-untyped-call]
                         raw = pipe.get(key)
                         if raw is None:
                             return False
@@ -229,7 +229,7 @@ class RedisStore:
             with self._client.pipeline(transaction=False) as pipe:
                 for sid in service_ids:
                     pipe.zrange(f"{self._p}ps:{sid}", 0, -1)
-                return pipe.execute()  # type: ignore[no-any-return]
+                return pipe.execute()
 
         ids = list(dict.fromkeys(i.decode() for group in self._call(run) for i in group))
         return self._pilots_by_key(ids)
