@@ -19,7 +19,8 @@ from pilot.session import Session
 from pilot.site import RESOURCE_KEYS, load_file, resolve_pilot
 from pilot.urls import parse, redact, scheme_of
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 PILOT_KEYS = ["service_url", "number_of_processes", "processes_per_node", "working_directory", "walltime",
               "wall_time_limit", "queue", "project", "reservation", "spmd_variation", "environment", "extra",
               "affinity_datacenter_label", "affinity_machine_label", "resource", "file_transfer"]
