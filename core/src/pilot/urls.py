@@ -37,21 +37,24 @@ def parse(url: str, kind: str) -> ObjectUrl:
     store_url, sep, fragment = url.partition("#")
     found_kind, _, object_id = fragment.partition("/")
     if not sep or not store_url or not object_id or "/" in object_id:
-        raise PilotError(f"not a {kind} URL: {url!r} (expected '<store url>#{kind}/<id>')")
+        raise PilotError(f"not a {kind} URL: {redact(url)!r} (expected '<store url>#{kind}/<id>')")
     if found_kind != kind:
-        raise PilotError(f"{url!r} is a {found_kind or 'malformed'} URL, not a {kind} URL")
+        raise PilotError(f"{redact(url)!r} is a {found_kind or 'malformed'} URL, not a {kind} URL")
     return ObjectUrl(store_url, kind, object_id)
 
 
 def redact(url: str) -> str:
-    """``url`` without any password (``redis://:secret@h/0`` -> ``redis://h/0``)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None and "@" not in parts.netloc:
+    """``url`` without any password (``redis://:secret@h/0`` -> ``redis://h/0``); works on
+    malformed URLs too, so error messages can always show it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = urllib.parse.unquote(userinfo.partition(":")[0])
+    netloc = (f"{urllib.parse.quote(user, safe='')}@" if user else "") + hostport
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
