@@ -151,3 +151,33 @@ def test_default_store_under_a_home_with_special_characters(tmp_path: Path, monk
         assert store.path == home / "store.sqlite"
     finally:
         session.close()
+
+
+def test_closing_a_store_under_a_busy_thread_stops_it_cleanly(tmp_path: Path) -> None:
+    """Closing a store while another thread uses it (a service's placement thread, when its
+    session ends) makes that thread's next call raise StoreClosed instead of crashing SQLite."""
+    import threading
+
+    from pilot.errors import StoreClosed
+    from pilot.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "busy.sqlite")
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def hammer() -> None:
+        try:
+            while True:
+                store.children("cds-x")
+                started.set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    started.wait(10)
+    store.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], StoreClosed)

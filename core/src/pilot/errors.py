@@ -20,3 +20,7 @@ class IllegalTransition(PilotError):
 
 class TransientDataError(PilotError):
     """A data transfer failed in a way worth retrying (a dropped connection, a timeout)."""
+
+
+class StoreClosed(PilotError):
+    """The coordination store was closed (its session ended); nothing more can be read or written."""

@@ -19,7 +19,7 @@ from pilot.compute import (
     unit_records,
 )
 from pilot.descriptions import ComputeUnitDescription, DataUnitDescription
-from pilot.errors import PilotError
+from pilot.errors import PilotError, StoreClosed
 from pilot.lifecycle import LIVE_PILOT_STATES, cancel_units, refresh_pilot
 from pilot.log import get_logger
 from pilot.plugin.types import PilotView, UnitView
@@ -224,6 +224,8 @@ class ComputeDataService:
         while not self._stop.is_set():
             try:
                 placed, waiting = self.place_once()
+            except StoreClosed:
+                return  # the session that owns the store ended
             except Exception:
                 self._log.exception("placement failed; retrying")
                 placed, waiting = 0, True

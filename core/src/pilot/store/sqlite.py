@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from pilot.errors import PilotError
+from pilot.errors import PilotError, StoreClosed
 from pilot.plugin import hookimpl
 from pilot.plugin.types import CoordinationStoreRecord
 from pilot.states import FINAL_STATES, State
@@ -100,7 +100,8 @@ class SQLiteStore:
         # Quoted, so a path holding '#', '%' or '?' survives in object URLs and opens again.
         self.url = f"sqlite://{urllib.parse.quote(str(self.path))}"
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[int, sqlite3.Connection] = {}  # thread ident -> its connection
+        self._closed = False
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,12 @@ class SQLiteStore:
         return cls(urllib.parse.unquote(parts.path))
 
     def _con(self) -> sqlite3.Connection:
+        if self._closed:
+            with self._lock:
+                own = self._all.pop(threading.get_ident(), None)
+            if own is not None:
+                own.close()
+            raise StoreClosed(f"the coordination store {self.url} is closed")
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
             try:
@@ -129,7 +136,7 @@ class SQLiteStore:
             con.execute("PRAGMA busy_timeout=30000")
             self._local.con = con
             with self._lock:
-                self._all.append(con)
+                self._all[threading.get_ident()] = con
         return con
 
     @_retrying
@@ -151,11 +158,16 @@ class SQLiteStore:
         con.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this object opened."""
+        """Close the store: this thread's connection and those of threads that have ended now;
+        a thread still running closes its own on its next call (closing a connection another
+        thread may be using crashes SQLite)."""
+        self._closed = True
+        alive = {thread.ident for thread in threading.enumerate()}
         with self._lock:
-            for con in self._all:
-                con.close()
-            self._all.clear()
+            for ident, con in list(self._all.items()):
+                if ident == threading.get_ident() or ident not in alive:
+                    con.close()
+                    del self._all[ident]
         self._local = threading.local()
 
     # --- services ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import tenacity
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pilot.errors import PilotError
+from pilot.errors import PilotError, StoreClosed
 from pilot.log import get_logger
 from pilot.states import State
 from pilot.store import PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
@@ -65,6 +65,7 @@ class RedisStore:
     def __init__(self, target: RedisTarget, password: str | None) -> None:
         self.target = target
         self.url = target.url  # never holds the password
+        self._closed = False
         self._p = target.key_prefix
         self._log = get_logger(store=self.url)
         self._client = redis.Redis(
@@ -86,12 +87,15 @@ class RedisStore:
         return cls(target, find_password(target))
 
     def close(self) -> None:
-        """Release the connections."""
+        """Release the connections; later calls raise ``StoreClosed``."""
+        self._closed = True
         self._client.close()
 
     # --- plumbing ---------------------------------------------------------------------------
     def _call(self, func: Callable[[], T]) -> T:
         """Run ``func`` with retries while the server is unreachable; errors as ``PilotError``."""
+        if self._closed:
+            raise StoreClosed(f"the coordination store {self.url} is closed")
         limit = _retry_seconds()
 
         def warn(state: tenacity.RetryCallState) -> None:
