@@ -12,6 +12,7 @@ from typing import Any
 from pilot import urls
 from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
 from pilot.errors import PilotError
+from pilot.handles import StoredObject, open_url
 from pilot.lifecycle import (
     LIVE_PILOT_STATES,
     cancel_pilot,
@@ -33,13 +34,6 @@ DEFAULT_WORK_DIR = "pilot-work"
 def new_id(prefix: str) -> str:
     """A fresh object id such as ``pilot-1f2e...``."""
     return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, Any, str]:
-    """Session, store and id for an object URL of ``kind``."""
-    parsed = urls.parse(url, kind)
-    session = session or default_session()
-    return session, session.store(parsed.store_url), parsed.id
 
 
 def poll_until(done: Any, timeout: float | None, what: str) -> Any:
@@ -101,36 +95,22 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
     return records
 
 
-class ComputeUnit:
+class ComputeUnit(StoredObject):
     """One task. Reconnect with ``ComputeUnit(cu_url=...)``."""
+
+    KIND, URL_ARG, MADE_BY = "unit", "cu_url", "units are created by submit_compute_unit"
 
     def __init__(self, cu_url: str | None = None, *, session: Session | None = None,
                  _store: Any = None, _id: str | None = None) -> None:
-        if _store is not None and _id is not None:
-            self._session, self._store, self.id = session or default_session(), _store, _id
-        elif cu_url is not None:
-            self._session, self._store, self.id = open_url(cu_url, "unit", session)
-            if not self._store.get_units([self.id]):
-                raise PilotError(f"no compute unit {self.id} in {self._store.url}")
-        else:
-            raise PilotError("ComputeUnit needs cu_url (units are created by submit_compute_unit)")
-
-    def __repr__(self) -> str:
-        return f"<ComputeUnit {self.id}>"
+        super().__init__(cu_url, session=session, store=_store, object_id=_id)
 
     def _record(self) -> Record:
         found = self._store.get_units([self.id])
         if not found:
-            raise PilotError(f"compute unit {self.id} is no longer in {self._store.url}")
+            raise PilotError(f"no compute unit {self.id} in {self._store.url}")
         return found[0]  # type: ignore[no-any-return]
 
-    def get_url(self) -> str:
-        """The URL that reconnects to this unit from any process."""
-        return urls.make(self._store.url, "unit", self.id)
-
-    def get_id(self) -> str:
-        """The unit id."""
-        return self.id
+    _load = _record
 
     def get_state(self) -> State:
         """The unit's state."""
@@ -194,21 +174,14 @@ class ComputeUnit:
         return poll_until(final, timeout, f"compute unit {self.id}")  # type: ignore[no-any-return]
 
 
-class PilotCompute:
+class PilotCompute(StoredObject):
     """One pilot: a batch job whose agent runs units. Reconnect with ``PilotCompute(pilot_url=...)``."""
+
+    KIND, URL_ARG, MADE_BY = "pilot", "pilot_url", "pilots are created by create_pilot"
 
     def __init__(self, pilot_url: str | None = None, *, session: Session | None = None,
                  _store: Any = None, _id: str | None = None) -> None:
-        if _store is not None and _id is not None:
-            self._session, self._store, self.id = session or default_session(), _store, _id
-        elif pilot_url is not None:
-            self._session, self._store, self.id = open_url(pilot_url, "pilot", session)
-            self._record()
-        else:
-            raise PilotError("PilotCompute needs pilot_url (pilots are created by create_pilot)")
-
-    def __repr__(self) -> str:
-        return f"<PilotCompute {self.id}>"
+        super().__init__(pilot_url, session=session, store=_store, object_id=_id)
 
     def _record(self) -> Record:
         found = self._store.get_pilots([self.id])
@@ -216,16 +189,10 @@ class PilotCompute:
             raise PilotError(f"no pilot {self.id} in {self._store.url}")
         return found[0]  # type: ignore[no-any-return]
 
+    _load = _record
+
     def _refreshed(self) -> Record:
         return refresh_pilot(self._session, self._store, self._record())
-
-    def get_url(self) -> str:
-        """The URL that reconnects to this pilot from any process."""
-        return urls.make(self._store.url, "pilot", self.id)
-
-    def get_id(self) -> str:
-        """The pilot id."""
-        return self.id
 
     def get_state(self) -> State:
         """The pilot's state, checked against its heartbeat and batch job."""

@@ -14,12 +14,12 @@ from pilot.compute import (
     ComputeUnit,
     PilotComputeService,
     new_id,
-    open_url,
     poll_until,
     unit_records,
 )
 from pilot.descriptions import ComputeUnitDescription, DataUnitDescription
 from pilot.errors import PilotError, StoreClosed
+from pilot.handles import open_url
 from pilot.lifecycle import LIVE_PILOT_STATES, cancel_units, refresh_pilot
 from pilot.log import get_logger
 from pilot.plugin.types import PilotView, UnitView

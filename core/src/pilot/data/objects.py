@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pilot import urls
-from pilot.compute import new_id, open_url
+from pilot.compute import new_id
 from pilot.data import records as rec
 from pilot.data import transfer
 from pilot.descriptions import DataUnitDescription, PilotDataDescription
 from pilot.errors import PilotError
+from pilot.handles import StoredObject, open_url
 from pilot.lifecycle import notify
 from pilot.log import get_logger
 from pilot.session import Session, default_session
@@ -45,32 +46,19 @@ def _place_url(service_url: str, pd_id: str) -> str:
     return transfer.join(service_url, pd_id)
 
 
-class DataUnit:
+class DataUnit(StoredObject):
     """Files stored together in one or more PilotData. Reconnect with ``DataUnit(du_url=...)``."""
+
+    KIND, URL_ARG, MADE_BY = "data-unit", "du_url", "data units are created by submit_data_unit"
 
     def __init__(self, du_url: str | None = None, *, session: Session | None = None,
                  _store: Any = None, _id: str | None = None) -> None:
-        if _store is not None and _id is not None:
-            self._session, self._store, self.id = session or default_session(), _store, _id
-        elif du_url is not None:
-            self._session, self._store, self.id = open_url(du_url, "data-unit", session)
-            self._data()
-        else:
-            raise PilotError("DataUnit needs du_url (data units are created by submit_data_unit)")
-
-    def __repr__(self) -> str:
-        return f"<DataUnit {self.id}>"
+        super().__init__(du_url, session=session, store=_store, object_id=_id)
 
     def _data(self) -> dict[str, Any]:
         return rec.load(self._store, self.id, "data-unit")
 
-    def get_url(self) -> str:
-        """The URL that reconnects to this data unit from any process."""
-        return urls.make(self._store.url, "data-unit", self.id)
-
-    def get_id(self) -> str:
-        """The data unit id."""
-        return self.id
+    _load = _data
 
     def get_state(self) -> State:
         """New, Pending (transfer under way), Running (stored), Done (released) or Failed."""
@@ -135,32 +123,19 @@ class DataUnit:
                 self._session.data_backend(place).remove(place, replica.get("options") or {})
 
 
-class PilotData:
+class PilotData(StoredObject):
     """A storage place on a data backend. Reconnect with ``PilotData(pd_url=...)``."""
+
+    KIND, URL_ARG, MADE_BY = "pilot-data", "pd_url", "pilot data are created by create_pilot"
 
     def __init__(self, pd_url: str | None = None, *, session: Session | None = None,
                  _store: Any = None, _id: str | None = None) -> None:
-        if _store is not None and _id is not None:
-            self._session, self._store, self.id = session or default_session(), _store, _id
-        elif pd_url is not None:
-            self._session, self._store, self.id = open_url(pd_url, "pilot-data", session)
-            self._data()
-        else:
-            raise PilotError("PilotData needs pd_url (pilot data are created by create_pilot)")
-
-    def __repr__(self) -> str:
-        return f"<PilotData {self.id}>"
+        super().__init__(pd_url, session=session, store=_store, object_id=_id)
 
     def _data(self) -> dict[str, Any]:
         return rec.load(self._store, self.id, "pilot-data")
 
-    def get_url(self) -> str:
-        """The URL that reconnects to this PilotData from any process."""
-        return urls.make(self._store.url, "pilot-data", self.id)
-
-    def get_id(self) -> str:
-        """The PilotData id."""
-        return self.id
+    _load = _data
 
     def get_state(self) -> State:
         """Running while usable; Canceled once released."""

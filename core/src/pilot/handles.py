@@ -1,0 +1,50 @@
+"""What every user-facing object that lives in the coordination store shares: it is built from
+an id by the library, or reconnected from its object URL by the user, in any process."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from pilot import urls
+from pilot.errors import PilotError
+from pilot.session import Session, default_session
+
+
+def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, Any, str]:
+    """Session, store and id for an object URL of ``kind``."""
+    parsed = urls.parse(url, kind)
+    session = session or default_session()
+    return session, session.store(parsed.store_url), parsed.id
+
+
+class StoredObject(abc.ABC):
+    """Base of ComputeUnit, PilotCompute, DataUnit and PilotData."""
+
+    KIND: ClassVar[str]      # the kind in its object URL
+    URL_ARG: ClassVar[str]   # the name of the constructor's URL argument
+    MADE_BY: ClassVar[str]   # how new ones are made, for the error when no URL is given
+
+    def __init__(self, url: str | None, *, session: Session | None, store: Any, object_id: str | None) -> None:
+        if store is not None and object_id is not None:
+            self._session, self._store, self.id = session or default_session(), store, object_id
+        elif url is not None:
+            self._session, self._store, self.id = open_url(url, self.KIND, session)
+            self._load()  # a URL naming nothing fails here, not on first use
+        else:
+            raise PilotError(f"{type(self).__name__} needs {self.URL_ARG} ({self.MADE_BY})")
+
+    @abc.abstractmethod
+    def _load(self) -> Any:
+        """The object's record; ``PilotError`` when the store does not hold it."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"
+
+    def get_url(self) -> str:
+        """The URL that reconnects to this object from any process."""
+        return urls.make(self._store.url, self.KIND, self.id)
+
+    def get_id(self) -> str:
+        """The object's id."""
+        return self.id
