@@ -273,6 +273,7 @@ class Agent:
         for unit in list(self.workers.running.values()):
             unit.signal_group(signal.SIGKILL)
         self.workers.stop(KILL_GRACE)
+        self.workers.close(2 * KILL_GRACE)
         self.handle_events()
         for rec in never_started:
             self.updates.pop(rec["id"], None)

@@ -13,9 +13,21 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pilot.plugin.types import LaunchMethod, LaunchRequest
+
+
+class GroupProcess(Protocol):
+    """A unit process the agent does not own directly (one a node executor runs)."""
+
+    pid: int
+
+    def wait(self) -> int:
+        """Block until it ended; its return code."""
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to its process group."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -23,7 +35,7 @@ class RunningUnit:
     """A unit process the agent is responsible for."""
 
     id: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | GroupProcess
     hosts: list[str]
     deadline: float | None = None     # monotonic time of its walltime
     kill_at: float | None = None      # monotonic time to SIGKILL after a SIGTERM
@@ -32,6 +44,9 @@ class RunningUnit:
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the unit's whole process group."""
+        if not isinstance(self.proc, subprocess.Popen):
+            self.proc.signal_group(signum)
+            return
         try:
             os.killpg(self.proc.pid, signum)
         except (ProcessLookupError, PermissionError):

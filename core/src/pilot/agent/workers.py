@@ -5,15 +5,18 @@ the GIL, so slots turn over in parallel without a round trip through the agent's
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pilot.agent.units import RunningUnit, StartError, start_unit, unit_sandbox
+from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher
+from pilot.agent.units import GroupProcess, RunningUnit, StartError, start_unit, unit_sandbox
 from pilot.plugin.types import AgentResources, LaunchMethod
 
 MAX_THREADS = 512
@@ -41,6 +44,7 @@ class SlotWorkers:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.stopping = False
         self.wake_fd, self.low_water = wake_fd, low_water
+        self.executors = self._start_executors()
         self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
                         for n in range(min(self.total, MAX_THREADS))]
         for thread in self.threads:
@@ -64,6 +68,27 @@ class SlotWorkers:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return left
+
+    def _start_executors(self) -> dict[str, NodeExecutor]:
+        """One executor per other node when the remote launch method can start them (off with
+        ``PILOT_NODE_EXECUTORS=0``)."""
+        launcher = node_launcher(self.methods.get(self.resources.remote_launch_method))
+        others = [node.host for node in self.resources.nodes if node.host != self.local_host]
+        if launcher is None or not others or os.environ.get("PILOT_NODE_EXECUTORS", "1") == "0":
+            return {}
+        from pilot.log import get_logger
+
+        log = get_logger().warning
+        return {host: NodeExecutor(host, functools.partial(launcher.node_argv, host), log)
+                for host in dict.fromkeys(others)}
+
+    def close(self, grace: float) -> None:
+        """Tell every executor to stop; kill those still there after ``grace`` s."""
+        for executor in self.executors.values():
+            executor.close()
+        deadline = time.monotonic() + grace
+        for executor in self.executors.values():
+            executor.finish(deadline)
 
     def drain_events(self) -> list[Event]:
         """Every event since the last call."""
@@ -121,8 +146,19 @@ class SlotWorkers:
                 self.events.put(("failed", record, hosts[0], sandbox, StartError(f"input staging failed: {exc}"),
                                  started))
                 return
+        proc: subprocess.Popen[bytes] | GroupProcess | None = None
+        executor = self.executors.get(hosts[0]) if len(hosts) == 1 else None
+        if executor is not None and description.get("spmd_variation") != "mpi" and executor.usable():
+            proc = executor.start(record["id"], description, sandbox)
+            if proc is not None:
+                try:
+                    proc.wait_started()
+                except StartError as exc:
+                    self.events.put(("failed", record, hosts[0], sandbox, exc, started))
+                    return
         try:
-            proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]))
+            if proc is None:
+                proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]))
         except StartError as exc:
             self.events.put(("failed", record, hosts[0], sandbox, exc, started))
             return
@@ -135,6 +171,8 @@ class SlotWorkers:
         self.events.put(("started", unit, started, sandbox))
         returncode = proc.wait()
         del self.running[unit.id]
+        if isinstance(proc, RemoteUnit) and proc.lost is not None and unit.end is None:
+            unit.end = ("Failed", proc.lost)
         if stage_out and returncode == 0 and unit.end is None and not unit.silent:
             self.events.put(("staging-out", unit))
             try:

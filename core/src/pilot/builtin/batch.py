@@ -5,7 +5,8 @@ allocation (``srun``, ``mpiexec``, ``pbsdsh``, ``blaunch``).
 Pure environment and file parsing: nothing here talks to the batch system or imports PSI/J, so
 the agent starts quickly inside the allocation. Units on the agent's own node still start with
 ``fork``; the agent's slot workers pick ``remote_launch_method`` for other nodes and
-``mpi_launch_method`` for ``mpi`` units.
+``mpi_launch_method`` for ``mpi`` units. A launch method with ``node_argv`` (``srun``) also starts
+the agent's node executors, which then start the single-slot units of their nodes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import collections
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pilot.builtin.launch import command_argv
@@ -176,6 +177,10 @@ class SrunLaunch:
         return ["env", "-u", "SLURM_NTASKS_PER_NODE", "srun", f"--ntasks={len(hosts)}",
                 f"--nodes={len(_unique(hosts))}", "--distribution=arbitrary", f"--nodelist={','.join(hosts)}",
                 "--overlap", "--quiet", *command_argv(request.command_line)]
+
+    def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
+        """One task running ``argv`` on ``host`` (the agent's node executors), stdin passed on."""
+        return ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", "--overlap", "--quiet", *argv]
 
 
 class MpiexecLaunch:

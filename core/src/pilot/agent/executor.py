@@ -1,0 +1,145 @@
+"""The node executor: ``python -m pilot.agent.executor``, one long-running process per other node
+of a multi-node pilot, started once through that node's launcher (``srun ... --nodelist=<node>``).
+
+It reads JSON lines on stdin and writes JSON lines on stdout:
+
+- in: ``{"op": "start", "id", "description", "sandbox"}``, ``{"op": "signal", "id", "signum"}``;
+- out: ``{"event": "ready", "pid", "host"}`` once, then ``{"event": "started", "id", "pid"}``,
+  ``{"event": "ended", "id", "returncode"}``, ``{"event": "failed", "id", "reason", "exit_code"}``.
+
+Units start exactly as the agent starts them locally (``start_unit`` with ``fork``), each in a
+thread that then waits for it. End of stdin means stop: every unit's group is killed, then exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from pilot.agent.units import StartError, start_unit
+from pilot.builtin.launch import ForkLaunch
+
+STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the units when stdin closes
+
+
+class Executor:
+    """Starts, waits for and signals the units the agent sends; reports on ``out_fd``."""
+
+    def __init__(self, out_fd: int) -> None:
+        self.out_fd = out_fd
+        self.lock = threading.Lock()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        self.method = ForkLaunch()
+        self.stopping = False
+
+    def emit(self, **event: Any) -> None:
+        """Write one event line (whole lines only, so threads never interleave)."""
+        data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        with self.lock:
+            try:
+                while data:
+                    data = data[os.write(self.out_fd, data):]
+            except OSError:  # the agent is gone: stdin's end will stop us
+                pass
+
+    def handle(self, line: bytes) -> None:
+        """Act on one request line."""
+        try:
+            request = json.loads(line)
+            op = request["op"]
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"pilot executor: bad request {line[:200]!r}: {exc}", file=sys.stderr, flush=True)
+            return
+        if op == "start":
+            threading.Thread(target=self.run_unit, args=(request,), daemon=True).start()
+        elif op == "signal":
+            self.signal(str(request["id"]), int(request["signum"]))
+
+    def run_unit(self, request: dict[str, Any]) -> None:
+        """Start one unit, report it, wait for it, report its end."""
+        unit_id = str(request["id"])
+        try:
+            proc = start_unit(request["description"], request["sandbox"], [self.host], self.method)
+        except StartError as exc:
+            self.emit(event="failed", id=unit_id, reason=str(exc), exit_code=exc.exit_code)
+            return
+        except Exception as exc:  # never lose a unit to an unexpected error
+            self.emit(event="failed", id=unit_id, reason=f"cannot start unit: {exc}", exit_code=None)
+            return
+        with self.lock:
+            self.procs[unit_id] = proc
+            if self.stopping:  # started while we stop: it must not outlive us
+                _killpg(proc.pid, signal.SIGKILL)
+        self.emit(event="started", id=unit_id, pid=proc.pid)
+        returncode = proc.wait()
+        with self.lock:
+            self.procs.pop(unit_id, None)
+        self.emit(event="ended", id=unit_id, returncode=returncode)
+
+    def signal(self, unit_id: str, signum: int) -> None:
+        """Send ``signum`` to a running unit's process group."""
+        with self.lock:
+            proc = self.procs.get(unit_id)
+            if proc is not None:
+                _killpg(proc.pid, signum)
+
+    def stop(self) -> None:
+        """SIGTERM every unit's group, SIGKILL what is left after ``STOP_GRACE``."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs.values())
+        for proc in procs:
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in procs:
+            _killpg(proc.pid, signal.SIGKILL)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _Stop(Exception):
+    """SIGTERM: stop as if stdin had closed."""
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
+def main() -> int:
+    """Serve requests from stdin until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # srun forwards ^C; the agent decides
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # a stray print must not corrupt the event stream
+    executor = Executor(out_fd)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    executor.emit(event="ready", pid=os.getpid(), host=executor.host)
+    try:
+        for line in sys.stdin.buffer:
+            if line.strip():
+                executor.handle(line)
+    except (_Stop, OSError):
+        pass
+    executor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
