@@ -8,27 +8,18 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilot import ComputeDataService, PilotCompute, PilotComputeService, State
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
 pytestmark = pytest.mark.redis
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def fork_pilot(pcs: PilotComputeService, env: PilotEnv, slots: int) -> PilotCompute:

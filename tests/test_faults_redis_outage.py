@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pilot import ComputeDataService, PilotComputeService, State
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
 pytestmark = pytest.mark.redis
@@ -68,14 +68,6 @@ def private_redis(tmp_path: Path, require_service: Callable[[str, str], None]) -
     server.stop()
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_store_unreachable_for_ten_seconds(pilot_env: PilotEnv, private_redis: PrivateRedis,

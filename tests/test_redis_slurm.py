@@ -8,13 +8,12 @@ from __future__ import annotations
 import collections
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pilot import ComputeDataService, PilotComputeService, State
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
 pytestmark = [pytest.mark.slurm, pytest.mark.redis]
@@ -27,14 +26,6 @@ def env(pilot_env: PilotEnv, slurm_cluster: tuple[str, ...], monkeypatch: pytest
     return pilot_env
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_three_node_pilot_runs_every_unit_once(env: PilotEnv, redis_store_url: str, redis_password: str,

@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilot import ComputeDataService, PilotComputeService, State
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
 pytestmark = pytest.mark.slurm
@@ -31,15 +30,6 @@ def slurm_env(pilot_env: PilotEnv, slurm_cluster: tuple[str, ...], monkeypatch: 
     return pilot_env
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``check()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def active_jobs() -> set[str]:

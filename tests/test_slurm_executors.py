@@ -7,14 +7,13 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilot import ComputeDataService, PilotComputeService, State
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
 pytestmark = pytest.mark.slurm
@@ -29,14 +28,6 @@ def env(pilot_env: PilotEnv, slurm_cluster: tuple[str, ...], monkeypatch: pytest
     return pilot_env
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def start_pilot(env: PilotEnv, nodes: int, per_node: int) -> tuple[PilotComputeService, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pilot import PilotCompute, PilotComputeService, State
+from pilot.testing import wait_for
 
 
 def fork_pilot(pcs: PilotComputeService, slots: int = 1, **extra: Any) -> PilotCompute:
@@ -21,16 +20,6 @@ def fork_pilot(pcs: PilotComputeService, slots: int = 1, **extra: Any) -> PilotC
     return pilot
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def pids_matching(needle: str) -> list[int]:

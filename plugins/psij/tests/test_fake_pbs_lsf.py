@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 
 from pilot import PilotComputeService, State
 from pilot.states import FINAL_STATES
-from pilot.testing import fake_batch
+from pilot.testing import fake_batch, wait_for
 from pilot.testing.fake_batch.commands import process_tree
 from pilot.testing.fixtures import PilotEnv
 from pilot_psij.adaptor import PsijAdaptor
@@ -34,14 +32,6 @@ def fake(pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def fake_job(state: Path, native_id: str) -> dict[str, Any]:
