@@ -1,7 +1,7 @@
 """Many nodes through Redis: a three-node SLURM pilot (nodes n1..n3 of tests/infra) whose agent
-runs on the first node and starts units on the others with srun, coordinated through the real
-redis-server (the full 5,000-unit run, about 20 s); and a batch job killed by the scheduler
-(scancel from outside)."""
+runs on the first node and starts units on the others through one executor per node (started
+with srun), coordinated through the real redis-server (the full 5,000-unit run, about 20 s); and
+a batch job killed by the scheduler (scancel from outside)."""
 
 from __future__ import annotations
 
