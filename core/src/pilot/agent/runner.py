@@ -56,10 +56,13 @@ class Agent:
             signal.signal(signum, lambda n, _f: self.signals.append(n))
         methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
         total = resources.total_slots
-        self.claim_target = max(2 * total, 64)
+        # keep a few batches' worth of claimed units, refilled at half, so the slot workers never
+        # wait for a claim (the service binds PREFETCH units beyond the slots: stay below that)
+        self.claim_target = max(4 * total, 128)
+        self.low_water = max(total, self.claim_target // 2)
         self._stager: Any = None
         self._stager_lock = threading.Lock()
-        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=total,
+        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=self.low_water,
                                    stager=self.stager)
 
     def stager(self) -> Any:
@@ -162,7 +165,7 @@ class Agent:
                 self.check_canceled()
                 next_control = now + CONTROL_EVERY
             self.check_deadlines(now)
-            if len(self.workers.ready) <= self.workers.total and now >= next_claim:
+            if len(self.workers.ready) <= self.low_water and now >= next_claim:
                 claimed = self.claim(self.claim_target - len(self.workers.ready))
                 idle = 0.002 if claimed else min(idle * 2, IDLE_MAX)
                 next_claim = now if claimed else now + idle
@@ -170,7 +173,7 @@ class Agent:
                 self.flush()
                 last_flush = now
             due = [next_heartbeat]
-            if len(self.workers.ready) <= self.workers.total:
+            if len(self.workers.ready) <= self.low_water:
                 due.append(next_claim)
             if self.workers.running or self.updates:
                 due.append(now + FLUSH_EVERY)

@@ -346,11 +346,11 @@ class SQLiteStore:
                 row = _encode(update.changes, UNIT_FIELDS)
                 sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
                 args: list[Any] = [*row.values(), update.id]
-                if update.expect is not None:
-                    sql += f" AND state IN ({_marks(update.expect)})"
+                if update.expect is not None:  # unary +: look rows up by id only (see bind_units)
+                    sql += f" AND +state IN ({_marks(update.expect)})"
                     args += [State(s).value for s in update.expect]
                 if update.pilot_id is not None:
-                    sql += " AND pilot_id = ?"
+                    sql += " AND +pilot_id = ?"
                     args.append(update.pilot_id)
                 if con.execute(sql, args).rowcount:
                     applied.append(update.id)
@@ -366,9 +366,11 @@ class SQLiteStore:
             for pilot_id, unit_ids in by_pilot.items():
                 for start in range(0, len(unit_ids), 500):
                     chunk = unit_ids[start:start + 500]
+                    # unary + keeps the planner on the id index: with many ids it would otherwise
+                    # walk every queued unit through units_pilot
                     rows = con.execute(
-                        f"UPDATE units SET pilot_id = ? WHERE id IN ({_marks(chunk)}) AND pilot_id IS NULL"
-                        f" AND state IN ({_marks(_QUEUED)}) RETURNING id", (pilot_id, *chunk, *_QUEUED)).fetchall()
+                        f"UPDATE units SET pilot_id = ? WHERE id IN ({_marks(chunk)}) AND +pilot_id IS NULL"
+                        f" AND +state IN ({_marks(_QUEUED)}) RETURNING id", (pilot_id, *chunk, *_QUEUED)).fetchall()
                     bound.update(row[0] for row in rows)
         return [unit_id for unit_id, _ in bindings if unit_id in bound]
 
