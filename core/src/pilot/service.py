@@ -230,7 +230,8 @@ class ComputeDataService:
                 self._log.exception("placement failed; retrying")
                 placed, waiting = 0, True
             # units waiting for room on busy pilots: look again soon; nothing waiting: back off
-            delay = 0.005 if placed else (0.01 if waiting else min(delay * 2, 1.0))
+            # (a full window holds PREFETCH units: 25 ms is far less than an agent needs to run them)
+            delay = 0.005 if placed else (0.025 if waiting else min(delay * 2, 1.0))
             self._wake.wait(delay)
             self._wake.clear()
 

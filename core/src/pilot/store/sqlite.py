@@ -341,16 +341,22 @@ class SQLiteStore:
     @_retrying
     def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
         applied: list[str] = []
+        statements: dict[tuple[Any, ...], str] = {}  # one SQL text per shape of update
         with self._write() as con:
             for update in updates:
                 row = _encode(update.changes, UNIT_FIELDS)
-                sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
-                args: list[Any] = [*row.values(), update.id]
-                if update.expect is not None:  # unary +: look rows up by id only (see bind_units)
-                    sql += f" AND +state IN ({_marks(update.expect)})"
-                    args += [State(s).value for s in update.expect]
+                expect = () if update.expect is None else tuple(State(s).value for s in update.expect)
+                shape = (*row, len(expect), update.pilot_id is not None, update.expect is None)
+                sql = statements.get(shape)
+                if sql is None:
+                    sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
+                    if update.expect is not None:  # unary +: look rows up by id only (see bind_units)
+                        sql += f" AND +state IN ({_marks(expect)})"
+                    if update.pilot_id is not None:
+                        sql += " AND +pilot_id = ?"
+                    statements[shape] = sql
+                args: list[Any] = [*row.values(), update.id, *expect]
                 if update.pilot_id is not None:
-                    sql += " AND +pilot_id = ?"
                     args.append(update.pilot_id)
                 if con.execute(sql, args).rowcount:
                     applied.append(update.id)
