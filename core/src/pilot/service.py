@@ -186,7 +186,7 @@ class ComputeDataService:
         checked = [0.0]
 
         def all_final() -> bool | None:
-            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=1000,
+            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=100,
                                             fields=_WAIT_FIELDS)
             if not active:
                 return True
