@@ -130,3 +130,10 @@ def sshd() -> dict[str, str]:
     return {"url": f"sftp://{user}@127.0.0.1:{SSHD_PORT}", "known_hosts": os.path.join(SSHD_DIR, "known_hosts"),
             "identity_file": os.path.join(SSHD_DIR, "client_key"),
             "home": "/root" if user == "root" else f"/home/{user}"}
+
+
+@pytest.fixture(autouse=True)
+def _private_redis_credentials(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and the processes it starts) remembers Redis passwords in a file of its own,
+    so no test depends on what another one left in ``~/.config/pilot/redis-passwords``."""
+    monkeypatch.setenv("PILOT_REDIS_CREDENTIALS", str(tmp_path_factory.mktemp("creds") / "redis-passwords"))

@@ -44,11 +44,12 @@ SUBMIT = textwrap.dedent("""
 
 
 def test_client_killed_mid_submission_then_reconnected(pilot_env: PilotEnv, redis_store_url: str,
-                                                       redis_password: str) -> None:
+                                                       redis_password: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every unit accepted before the kill is in the store and ends Done exactly once."""
     log = pilot_env.root / "ran.log"
-    store_url = redact(redis_store_url)  # children find the password in the credentials file
-    env = {**os.environ, "PILOT_REDIS_PASSWORD": redis_password}
+    store_url = redact(redis_store_url)  # every process here finds the password in the environment
+    monkeypatch.setenv("PILOT_REDIS_PASSWORD", redis_password)
+    env = dict(os.environ)
     setup = subprocess.run([sys.executable, "-c", SETUP, store_url, str(pilot_env.work)], env=env,
                            capture_output=True, text=True, timeout=60, check=False)
     assert setup.returncode == 0, setup.stderr

@@ -16,6 +16,13 @@ import time
 from collections.abc import Sequence
 
 
+def print_rows(rows: Sequence[tuple[str, str, str]], value_width: int = 12) -> None:
+    """Print ``(name, value, note)`` rows as an aligned table (every benchmark's output)."""
+    width = max(len(row[0]) for row in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>{value_width}}  {note}".rstrip())
+
+
 def spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> float:
     """Processes per second that ``workers`` threads reach running ``argv`` by subprocess."""
     def work(n: int) -> None:
@@ -104,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         ("client peak memory", f"{peak_rss_mb():.0f} MB", ""),
         ("agent peak memory", f"{figures['agent_mb']:.0f} MB", ""),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>12}  {note}")
+    print_rows(rows)
     return 0
 
 

@@ -58,3 +58,10 @@ def redis_url(redis_password: str) -> Iterator[str]:
     prefix = f"t{uuid.uuid4().hex[:12]}"
     yield f"redis://:{redis_password}@{REDIS_HOST}:{REDIS_PORT}/0?prefix={prefix}"
     drop_prefix(redis_password, prefix)
+
+
+@pytest.fixture(autouse=True)
+def _private_redis_credentials(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and the processes it starts) remembers Redis passwords in a file of its own,
+    so no test depends on what another one left in ``~/.config/pilot/redis-passwords``."""
+    monkeypatch.setenv("PILOT_REDIS_CREDENTIALS", str(tmp_path_factory.mktemp("creds") / "redis-passwords"))

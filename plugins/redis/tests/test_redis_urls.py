@@ -76,9 +76,14 @@ def test_store_url_is_redacted_and_reopens_elsewhere(redis_url: str, redis_passw
         session.close()
 
 
-def test_wrong_password_is_a_pilot_error_without_the_password(redis_url: str, redis_password: str) -> None:
+def test_wrong_password_is_a_pilot_error_without_the_password(redis_url: str, redis_password: str,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong password fails at once, is never shown, and never replaces the remembered one."""
+    monkeypatch.setenv("PILOT_REDIS_CREDENTIALS", str(tmp_path / "creds"))
+    Session().store(redis_url).close()  # remembers the right password
     wrong = redis_url.replace(redis_password, "not-the-password")
     with pytest.raises(PilotError) as info:
         Session().store(wrong)
     assert "authentication failed" in str(info.value)
     assert "not-the-password" not in str(info.value) and redis_password not in str(info.value)
+    assert find_password(parse_url(redis_url.replace(f":{redis_password}@", "@"))) == redis_password

@@ -14,7 +14,7 @@ from typing import Any
 
 from pilot.agent.units import exit_reason
 from pilot.agent.workers import SlotWorkers
-from pilot.builtin.procs import session_members
+from pilot.builtin.procs import signal_session
 from pilot.lifecycle import LIVE_PILOT_STATES, notify, settle_units
 from pilot.log import configure, get_logger
 from pilot.plugin.types import AgentResources
@@ -289,12 +289,7 @@ class Agent:
             notify(self.session, Kind.pilot, self.pilot_id, State.Running, end)
         me = os.getpid()
         if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
-            for pid in session_members(me):
-                if pid != me:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            signal_session(me, signal.SIGKILL, spare=me)
 
 
 def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:

@@ -52,10 +52,15 @@ def kill_session(sid: int, *, grace: float = 5.0, spare: int | None = None) -> N
     while time.monotonic() < deadline and is_alive(sid):
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+    signal_session(sid, signal.SIGKILL, spare=spare)
+
+
+def signal_session(sid: int, signum: int, *, spare: int | None = None) -> None:
+    """Send ``signum`` to every live member of session ``sid`` except ``spare``."""
     for pid in session_members(sid):
         if pid != spare:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 

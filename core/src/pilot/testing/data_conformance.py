@@ -41,7 +41,7 @@ class DataBackendConformance:
     @pytest.fixture
     def place_url(self) -> str:
         """URL of a fresh storage place (not created yet); every backend's test must override it."""
-        raise NotImplementedError("override the place_url fixture in your DataBackendConformance subclass")
+        pytest.fail("override the place_url fixture in your DataBackendConformance subclass")
 
     @pytest.fixture
     def options(self) -> Mapping[str, Any]:

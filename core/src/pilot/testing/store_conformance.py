@@ -9,9 +9,8 @@ the plugin manager, as the core does)::
         def store_url(self, tmp_path):
             return f"mystore://{tmp_path}"
 
-Some tests run the store from separate processes (``python -c``): two agents claiming at once,
-and a restart of writer and reader. When ``open_store`` is overridden, the child processes
-import the test module by name to call it, so that module must be importable from ``sys.path``.
+Some tests open the store in child processes (two agents claiming at once; a restart); with
+``open_store`` overridden they import the test module by name, so it must be on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ class StoreConformance:
     @pytest.fixture
     def store_url(self) -> str:
         """The URL of a fresh, empty store; every store's test module must override this."""
-        raise NotImplementedError("override the store_url fixture in your StoreConformance subclass")
+        pytest.fail("override the store_url fixture in your StoreConformance subclass")
 
     def open_store(self, url: str) -> Any:
         """Open the store at ``url`` (default: through the plugin manager, like the core)."""

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PILOT_HOME", tempfile.mkdtemp(prefix="pilot-bench-home-"))
     os.environ["PILOT_PSIJ_POLL_INTERVAL"] = args.poll
-    from pilot.bench import run_pilot
+    from pilot.bench import print_rows, run_pilot
 
     fork = run_pilot(args.units, 2, "fork://localhost", None)
     slurm = run_pilot(args.units, 2, "slurm://localhost", None)
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ("three-node pilot, slots busy", f"{fraction:.3f}",
          f"3 nodes x 2 slots, {done}/{args.busy_units} x sleep {args.busy_seconds:g}; bar: >= 0.7"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>16}  {note}")
+    print_rows(rows, value_width=16)
     return 0
 
 

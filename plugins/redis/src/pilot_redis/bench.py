@@ -132,6 +132,8 @@ def _sqlite_run(units: int) -> tuple[dict[str, Any], int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the figures."""
+    from pilot.bench import print_rows
+
     parser = argparse.ArgumentParser(prog="python -m pilot_redis.bench", description=__doc__)
     parser.add_argument("-n", "--units", type=int, default=100_000, help="units per store (default 100000)")
     parser.add_argument("--compare", type=int, default=10_000, help="units of the Redis/SQLite comparison")
@@ -179,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"N={units:,}, {fig['done']:,} Done on {fig['hosts']} host(s); redis store"))
     finally:
         server.stop()
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>16}  {note}")
+    print_rows(rows, value_width=16)
     return 0
 
 

@@ -82,9 +82,10 @@ class RedisStore:
         """Open ``redis://[:password@]host:port/db[?prefix=name]``; a password in the URL is
         remembered in the credentials file for processes that get the redacted URL."""
         target = parse_url(url)
+        store = cls(target, target.password or find_password(target))  # connects: a wrong password fails here
         if target.password:
-            remember_password(target)
-        return cls(target, find_password(target))
+            remember_password(target)  # only a password the server accepted
+        return store
 
     def close(self) -> None:
         """Release the connections; later calls raise ``StoreClosed``."""
@@ -277,12 +278,12 @@ class RedisStore:
                 args += (record["id"], len(pairs) // 2, *pairs)
                 args[2] += 1
             chunks.append(args)
-        body = scripts.INSERT_UNITS
+        script = self._scripts["INSERT_UNITS"]
 
         def run() -> None:
             with self._client.pipeline(transaction=True) as pipe:
                 for args in chunks:
-                    pipe.eval(body, 0, *args)
+                    script(args=args, client=pipe)  # EVALSHA inside the one MULTI/EXEC
                 pipe.execute()
 
         self._call(run)
