@@ -3,6 +3,7 @@ in batches, heartbeat, watch for cancels and walltimes, and drain at the end."""
 
 from __future__ import annotations
 
+import gc
 import os
 import selectors
 import signal
@@ -296,6 +297,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
     """Entry point of ``python -m pilot.agent``: returns the process exit status."""
     configure(default_level="INFO")
     sys.setswitchinterval(0.0005)  # slot threads returning from fork/exec get the GIL quickly
+    gc.set_threshold(100_000, 50, 100)  # the agent's records are short-lived and acyclic
     log = get_logger(pilot=pilot_id)
     session = Session()
     store = session.store(store_url)
