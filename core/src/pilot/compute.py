@@ -37,7 +37,7 @@ def new_id(prefix: str) -> str:
 
 
 def poll_until(done: Any, timeout: float | None, what: str) -> Any:
-    """Call ``done()`` until it returns something other than None, backing off up to 0.2 s;
+    """Call ``done()`` until it returns something other than None, backing off up to 50 ms;
     raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.002
@@ -49,7 +49,7 @@ def poll_until(done: Any, timeout: float | None, what: str) -> Any:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
         time.sleep(pause)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, 0.05)
 
 
 def check_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> None:
