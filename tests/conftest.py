@@ -8,29 +8,17 @@ there ``tests/infra/services.sh`` must have started every service.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from pilot.testing.services import service_missing, sshd_options
+
 SLURM_NODES = ("n1", "n2", "n3")  # tests/infra/services.sh: SLURM_NODES=3 SLURM_CPUS=4
 REDIS_PORT = 6390  # tests/infra/start-redis.sh
 REDIS_PASSWORD_FILE = "/tmp/ci-redis/password"
-
-
-def in_ci() -> bool:
-    """True when missing services must fail the run (``CI=true``)."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def service_missing(name: str, problem: str) -> None:
-    """Skip (or, under ``CI=true``, fail) the calling test because service ``name`` is unusable."""
-    message = f"{name} unavailable: {problem} (start it with: bash tests/infra/services.sh start)"
-    if in_ci():
-        pytest.fail(f"CI=true: {message}", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -101,35 +89,11 @@ def redis_store_url(redis_password: str) -> Iterator[str]:
     client.close()
 
 
-SSHD_DIR = os.environ.get("SSHD_DIR", "/tmp/ci-sshd")
-SSHD_PORT = int(os.environ.get("SSHD_PORT", "2222"))
-
-
-def _sshd_problem() -> str | None:
-    """Why the key-only test sshd (tests/infra/start-sshd.sh) cannot be used, or None."""
-    import socket
-
-    for name in ("client_key", "known_hosts"):
-        if not os.path.exists(os.path.join(SSHD_DIR, name)):
-            return f"{SSHD_DIR}/{name} missing"
-    try:
-        socket.create_connection(("127.0.0.1", SSHD_PORT), timeout=2).close()
-    except OSError as exc:
-        return f"nothing listens on 127.0.0.1:{SSHD_PORT} ({exc})"
-    return None
-
-
 @pytest.fixture(scope="session")
 def sshd() -> dict[str, str]:
     """The test sshd: ``url`` (``sftp://ciuser@127.0.0.1:2222``), ``known_hosts``,
     ``identity_file`` and ``home`` (the user's home on the server); skips (fails under CI)."""
-    problem = _sshd_problem()
-    if problem:
-        service_missing("test sshd", problem)
-    user = os.environ.get("SSHD_USER", "ciuser")
-    return {"url": f"sftp://{user}@127.0.0.1:{SSHD_PORT}", "known_hosts": os.path.join(SSHD_DIR, "known_hosts"),
-            "identity_file": os.path.join(SSHD_DIR, "client_key"),
-            "home": "/root" if user == "root" else f"/home/{user}"}
+    return sshd_options()
 
 
 @pytest.fixture(autouse=True)
