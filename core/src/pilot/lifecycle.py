@@ -16,7 +16,6 @@ LIVE_PILOT_STATES = (State.New, State.Pending, State.Running)
 QUEUED_UNIT_STATES = (State.New, State.Pending)
 STARTED_UNIT_STATES = (State.Staging, State.Running)
 _STATUS_EVERY = 1.0  # seconds between two batch-system status queries for one pilot
-_last_status: dict[str, float] = {}
 
 
 def notify(session: Any, kind: Kind, entity_id: str, old: State | str, new: State | str) -> None:
@@ -39,8 +38,9 @@ def refresh_pilot(session: Any, store: Any, record: Record) -> Record:
         return fail_pilot(session, store, record,
                           f"agent silent for {now - heartbeat:.0f} s (heartbeat timeout {timeout:g} s)")
     native_id = record.get("native_id")
-    if native_id and now - _last_status.get(record["id"], 0.0) >= _STATUS_EVERY:
-        _last_status[record["id"]] = now
+    asked = session.status_asked  # pilot id -> when this session last asked its batch system
+    if native_id and now - asked.get(record["id"], 0.0) >= _STATUS_EVERY:
+        asked[record["id"]] = now
         try:
             status = session.adaptor(record["description"]["service_url"]).status(native_id)
         except Exception as exc:  # an adaptor that cannot answer here leaves the heartbeat to decide

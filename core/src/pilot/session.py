@@ -60,6 +60,8 @@ class Session:
         self._plugins = plugins
         self._stores: dict[str, Any] = {}
         self._adaptors: dict[str, Any] = {}
+        #: pilot id -> when this session last asked the pilot's batch system for its state
+        self.status_asked: dict[str, float] = {}
         self._backends: dict[str, Any] = {}
         self._lock = threading.RLock()
 
