@@ -203,9 +203,8 @@ class SFTPBackend:
             raise PilotError(f"no such file: {local_path}")
 
         async def body(sftp: asyncssh.SFTPClient, t: Target) -> FileInfo:
-            parent = t.path.rpartition("/")[0]
-            tmp = _tmp(t.path)
-            try:
+            async def write(tmp: str) -> None:
+                parent = t.path.rpartition("/")[0]
                 try:
                     await sftp.put(local_path, tmp)
                 except asyncssh.SFTPNoSuchFile:
@@ -213,12 +212,8 @@ class SFTPBackend:
                         raise
                     await sftp.makedirs(parent, exist_ok=True)
                     await sftp.put(local_path, tmp)
-                await sftp.posix_rename(tmp, t.path)
-            except BaseException:
-                await _quiet_remove(sftp, tmp)
-                raise
-            attrs = await sftp.stat(t.path)
-            return FileInfo(t.path.rpartition("/")[2], int(attrs.size or 0))
+
+            return await _publish(sftp, t.path, write)
         return self._call(url, options, body)
 
     def get(self, url: str, local_path: str, options: Mapping[str, Any]) -> FileInfo:
@@ -283,22 +278,33 @@ class SFTPBackend:
             parent = dst.path.rpartition("/")[0]
             if parent:
                 await sftp.makedirs(parent, exist_ok=True)
-            tmp = _tmp(dst.path)
-            try:
+
+            async def write(tmp: str) -> None:
                 try:
                     await sftp.remote_copy(src.path, tmp)  # server side (copy-data extension)
                 except asyncssh.SFTPOpUnsupported:
                     await sftp.copy(src.path, tmp)
-                await sftp.posix_rename(tmp, dst.path)
-            except BaseException:
-                await _quiet_remove(sftp, tmp)
-                raise
-            attrs = await sftp.stat(dst.path)
-            return FileInfo(dst.path.rpartition("/")[2], int(attrs.size or 0))
+
+            return await _publish(sftp, dst.path, write)
         return self._call(src_url, options, body)
 
     def local_path(self, url: str) -> str | None:
         return None
+
+
+async def _publish(sftp: asyncssh.SFTPClient, path: str,
+                   write: Callable[[str], Awaitable[None]]) -> FileInfo:
+    """``write`` the file under a temporary name, then rename it to ``path``: no half file ever
+    carries the final name. Returns the stored file's name and size."""
+    tmp = _tmp(path)
+    try:
+        await write(tmp)
+        await sftp.posix_rename(tmp, path)
+    except BaseException:
+        await _quiet_remove(sftp, tmp)
+        raise
+    attrs = await sftp.stat(path)
+    return FileInfo(path.rpartition("/")[2], int(attrs.size or 0))
 
 
 async def _quiet_remove(sftp: asyncssh.SFTPClient, path: str) -> None:
