@@ -119,6 +119,7 @@ def test_quoted_defaults_match_the_code() -> None:
     assert f"./{compute.DEFAULT_WORK_DIR}" in guide
     assert f"| `{session.DEFAULT_HEARTBEAT_TIMEOUT:g}` |" in guide
     assert f"PREFETCH = {service.PREFETCH}" in architecture
+    assert f"{service.PLACE_EVERY * 1000:g} ms (`PLACE_EVERY`)" in architecture
     assert f"every {runner.FLUSH_EVERY * 1000:g} ms (`FLUSH_EVERY`)" in architecture
     assert f"every {runner.FLUSH_BATCH} changes" in architecture
 

@@ -29,6 +29,18 @@ class LastPilotPolicy:
         return roomy[-1].id if roomy else None
 
 
+class RoomRecorder:
+    """The default policy's answer, remembering the most room any pilot had when asked."""
+
+    def __init__(self) -> None:
+        self.room: list[int] = []
+
+    @hookimpl(tryfirst=True)
+    def pilot_place_unit(self, unit: UnitView, pilots: Sequence[PilotView]) -> str | None:
+        self.room.append(max(p.free for p in pilots))
+        return None  # let the default policy answer
+
+
 class Recorder:
     """Remembers every state change it is told about."""
 
@@ -56,6 +68,22 @@ def test_a_plugin_replaces_the_placement_policy() -> None:
     units = cds.submit_compute_units([{"executable": "/bin/true"}] * 5)
     cds.wait(timeout=60)
     assert {u.get_details()["pilot"] for u in units} == {last.get_url()}  # type: ignore[attr-defined]
+    cds.cancel()
+
+
+def test_the_policy_is_not_asked_once_every_pilot_is_full() -> None:
+    recorder = RoomRecorder()
+    session = Session(PluginManager(extra_plugins={"room": recorder}))
+    pcs = PilotComputeService(session=session)
+    pilot = pcs.create_pilot({"service_url": "fork://localhost", "working_directory": os.getcwd(),
+                              "number_of_processes": 1})
+    cds = ComputeDataService(session=session)
+    cds.add_pilot_compute_service(pcs)
+    cds.submit_compute_units([{"executable": "/bin/true"}] * 600)  # more than the pilot's window
+    cds.wait(timeout=120)
+    assert len(recorder.room) >= 600
+    assert min(recorder.room) >= 1, "the policy was asked while no pilot had room"
+    assert pilot.get_state() == State.Running
     cds.cancel()
 
 

@@ -172,11 +172,27 @@ class _Description:
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-ready dict of the keys that are set."""
         out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = _plain(getattr(self, field.name))
-            if value is not None and value not in ((), {}):
-                out[field.name] = value
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if type(value) not in _SCALARS:  # submitting many units walks this: skip the common cases
+                value = _plain(value)
+                if value is None or value in ((), {}):
+                    continue
+            out[name] = value
         return out
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))
+    return names
 
 
 def _plain(value: Any) -> Any:
