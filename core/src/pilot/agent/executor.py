@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from pilot.agent.spawn import ChildProcess
 from pilot.agent.units import StartError, start_unit
 from pilot.builtin.launch import ForkLaunch
 
@@ -35,7 +36,7 @@ class Executor:
     def __init__(self, out_fd: int) -> None:
         self.out_fd = out_fd
         self.lock = threading.Lock()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes] | ChildProcess] = {}
         self.host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         self.method = ForkLaunch()
         self.stopping = False
@@ -77,7 +78,7 @@ class Executor:
         with self.lock:
             self.procs[unit_id] = proc
             if self.stopping:  # started while we stop: it must not outlive us
-                _killpg(proc.pid, signal.SIGKILL)
+                _signal_group(proc, signal.SIGKILL)
         self.emit(event="started", id=unit_id, pid=proc.pid)
         returncode = proc.wait()
         with self.lock:
@@ -89,7 +90,7 @@ class Executor:
         with self.lock:
             proc = self.procs.get(unit_id)
             if proc is not None:
-                _killpg(proc.pid, signum)
+                _signal_group(proc, signum)
 
     def stop(self) -> None:
         """SIGTERM every unit's group, SIGKILL what is left after ``STOP_GRACE``."""
@@ -97,15 +98,24 @@ class Executor:
             self.stopping = True
             procs = list(self.procs.values())
         for proc in procs:
-            _killpg(proc.pid, signal.SIGTERM)
+            _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline:  # each unit's own thread reaps it and forgets it
+            with self.lock:
+                procs = list(self.procs.values())
+            if not procs:
+                return
+            time.sleep(0.01)
         for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in procs:
-            _killpg(proc.pid, signal.SIGKILL)
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes] | ChildProcess, signum: int) -> None:
+    """Signal the group of a unit that has not been reaped yet (its pid may be reused after)."""
+    if isinstance(proc, ChildProcess):
+        proc.signal_group(signum)
+    elif proc.returncode is None:
+        _killpg(proc.pid, signum)
 
 
 def _killpg(pgid: int, signum: int) -> None:

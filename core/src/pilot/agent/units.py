@@ -2,7 +2,7 @@
 own, so cancel and walltime kill everything it started).
 
 Slot workers call ``start_unit`` from several threads: it uses plain ``os`` calls and
-``subprocess.Popen`` (vfork and exec release the GIL), so starts on different slots overlap.
+``spawn`` (vfork and exec release the GIL), so starts on different slots overlap.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from pilot.agent.spawn import ChildProcess, spawn
 from pilot.plugin.types import LaunchMethod, LaunchRequest
 
 
@@ -90,7 +91,7 @@ _READ = os.O_RDONLY | os.O_CLOEXEC
 
 
 def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
-               method: LaunchMethod) -> subprocess.Popen[bytes]:
+               method: LaunchMethod) -> subprocess.Popen[bytes] | ChildProcess:
     """Create the sandbox, open the unit's files and start its process in a new process group."""
     try:
         try:
@@ -118,8 +119,7 @@ def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
         argv = method.argv(request)
         environment = description.get("environment")
         env = {**os.environ, **environment} if environment else None
-        return subprocess.Popen(argv, cwd=sandbox, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
-                                stdout=stdout, stderr=stderr, env=env, process_group=0)
+        return spawn(argv, sandbox, stdin, stdout, stderr, env=env)
     except FileNotFoundError as exc:
         raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename or argv[:1]}", 127) from None
     except PermissionError as exc:
