@@ -170,22 +170,23 @@ class _Description:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-ready dict of the keys that are set."""
+        """A plain, JSON-ready dict of the keys that are set (empty lists stay, empty maps go)."""
         out: dict[str, Any] = {}
         for name in _field_names(type(self)):
             value = getattr(self, name)
             if type(value) not in _SCALARS:  # submitting many units walks this: skip the common cases
+                if value is None or value is _NO_MAPPING:
+                    continue
                 value = _plain(value)
-                if value is None or value in ((), {}):
+                if value == {}:
                     continue
             out[name] = value
         return out
 
 
 _SCALARS = frozenset({str, int, float, bool})
-
-
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_NO_MAPPING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -196,15 +197,19 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
 def _empty() -> Mapping[str, Any]:
-    return MappingProxyType({})
+    return _NO_MAPPING
+
+
 _LABELS = {"affinity_datacenter_label": _Spec(_str), "affinity_machine_label": _Spec(_str)}
 
 

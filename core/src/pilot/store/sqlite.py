@@ -61,16 +61,21 @@ def _retrying(func: Callable[..., T]) -> Callable[..., T]:
     return wrapped
 
 
-def _encode(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+_KNOWN = {PILOT_FIELDS: frozenset(PILOT_FIELDS), UNIT_FIELDS: frozenset(UNIT_FIELDS)}
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(record: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    known = _KNOWN.get(fields) or frozenset(fields)
     out = {}
     for key, value in record.items():
-        if key not in fields:
+        if key not in known:
             raise PilotError(f"unknown store field {key!r}")
         if key in JSON_FIELDS and value is not None:
-            value = json.dumps(value, separators=(",", ":"))
+            value = _to_json(value)
         elif isinstance(value, State):
             value = value.value
-        elif isinstance(value, bool):
+        elif value is True or value is False:
             value = int(value)
         out[key] = value
     return out
