@@ -297,6 +297,12 @@ class StoreConformance:
         assert store.count_active(["pilot-1", "pilot-2", "pilot-3"]) == {"pilot-1": 9, "pilot-2": 1, "pilot-3": 0}
         assert store.count_active(["pilot-2"]) == {"pilot-2": 1}
         assert store.count_active([]) == {}
+        # binding, ending and handing back multi-slot units moves their slots
+        assert store.bind_units([("cu-8", "pilot-2")]) == ["cu-8"]
+        assert store.update_units([UnitUpdate("cu-2", {"state": State.Done})]) == ["cu-2"]
+        assert store.count_active(["pilot-1", "pilot-2"]) == {"pilot-1": 6, "pilot-2": 17}
+        assert sorted(store.unbind_units("pilot-2")) == ["cu-7", "cu-8"]
+        assert store.count_active(["pilot-2"]) == {"pilot-2": 0}
 
     def test_update_units_conditional_on_state(self, store: Any) -> None:
         """update_units applies each update only in its expected states; returns where it did."""

@@ -10,8 +10,8 @@ Keys (``P`` is the prefix): ``P u:<id>`` a unit hash (``seq`` plus its fields), 
 pilot hash, ``P s:<id>`` a service (JSON), ``P l:<parent>`` links (sorted set). Unit indexes,
 sorted sets of unit ids scored by ``seq`` (submission order), kept by ``reindex``: ``all``,
 ``act`` (not final), ``cu:<cds>``, ``ca:<cds>`` (active), ``cf:<cds>`` (unbound and queued),
-``free`` (unbound and queued), ``pu:<pilot>``, ``pa:<pilot>`` (active), ``pq:<pilot>``
-(claimable: Pending, unclaimed).
+``free`` (unbound and queued), ``pu:<pilot>``, ``pa:<pilot>`` (active), ``pm:<pilot>`` (active
+and needing more than one slot), ``pq:<pilot>`` (claimable: Pending, unclaimed).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ local TOK = ARGV[2]
 local ACTIVE = {New=true, Pending=true, Staging=true, Running=true}
 local QUEUED = {New=true, Pending=true}
 local function snap(key)
-  return redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'claimed', 'seq')
+  return redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'claimed', 'seq', 'slots')
 end
 local function sets(v)
   local cds, pilot, state, claimed = v[1], v[2], v[3], v[4]
@@ -37,7 +37,10 @@ local function sets(v)
   end
   if pilot then
     s[P .. 'pu:' .. pilot] = true
-    if active then s[P .. 'pa:' .. pilot] = true end
+    if active then
+      s[P .. 'pa:' .. pilot] = true
+      if (tonumber(v[6]) or 1) > 1 then s[P .. 'pm:' .. pilot] = true end
+    end
     if state == 'Pending' and claimed ~= '1' then s[P .. 'pq:' .. pilot] = true end
   elseif state and QUEUED[state] then
     s[P .. 'free'] = true
@@ -135,7 +138,7 @@ for i = 3, #ARGV, 2 do
   local old = snap(key)
   if old[5] and not old[2] and old[3] and QUEUED[old[3]] then
     redis.call('HSET', key, 'pilot_id', pilot)
-    reindex(id, old, {old[1], pilot, old[3], old[4], old[5]})
+    reindex(id, old, {old[1], pilot, old[3], old[4], old[5], old[6]})
     out[#out + 1] = id
   end
 end
@@ -154,7 +157,7 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'pa:' .. pilot, 0, -1)) do
   if old[1] and old[2] == pilot and old[3] and QUEUED[old[3]] then
     redis.call('HDEL', key, 'pilot_id')
     redis.call('HSET', key, 'claimed', '0')
-    reindex(id, old, {old[1], false, old[3], '0', old[5]})
+    reindex(id, old, {old[1], false, old[3], '0', old[5], old[6]})
     out[#out + 1] = id
   end
 end
@@ -175,13 +178,14 @@ end
 return remember(ids)
 """
 
-#: ARGV: P, '', pilot ids. Slots held by active units of each pilot.
+#: ARGV: P, '', pilot ids. Slots held by active units of each pilot: one per active unit, plus
+#: the extra slots of the few active units that need more than one (``pm:<pilot>``).
 COUNT_ACTIVE = _PRELUDE + """
 local out = {}
 for i = 3, #ARGV do
-  local total = 0
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'pa:' .. ARGV[i], 0, -1)) do
-    total = total + (tonumber(redis.call('HGET', P .. 'u:' .. id, 'slots')) or 1)
+  local total = redis.call('ZCARD', P .. 'pa:' .. ARGV[i])
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'pm:' .. ARGV[i], 0, -1)) do
+    total = total + (tonumber(redis.call('HGET', P .. 'u:' .. id, 'slots')) or 1) - 1
   end
   out[#out + 1] = total
 end
@@ -203,8 +207,10 @@ local fields = {}
 for j = 10, #ARGV do fields[#fields + 1] = ARGV[j] end
 local out = {}
 local start = 0
+local chunk = 1000
+if limit >= 0 and limit < chunk then chunk = math.max(limit, 16) end
 while limit < 0 or #out < limit do
-  local ids = redis.call('ZRANGE', base, start, start + 999)
+  local ids = redis.call('ZRANGE', base, start, start + chunk - 1)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local key = P .. 'u:' .. id
@@ -216,7 +222,8 @@ while limit < 0 or #out < limit do
       if limit >= 0 and #out >= limit then break end
     end
   end
-  start = start + 1000
+  start = start + chunk
+  chunk = 1000
 end
 return out
 """
