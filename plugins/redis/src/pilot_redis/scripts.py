@@ -79,21 +79,21 @@ local function expected(i)
 end
 """.replace("TOKEN_TTL", str(TOKEN_TTL))
 
-#: ARGV: P, '', count, then per unit: id, n, field1, value1, ... fieldn, valuen. Existing ids are
-#: skipped, so a retried insert is harmless.
+#: ARGV: P, '', then a JSON array of ``[id, [field1, value1, ...]]`` (all strings; one argument,
+#: decoded by cjson, so the client packs one string instead of a dozen per unit). Existing ids are
+#: skipped, so a retried insert is harmless. Returns the count.
 INSERT_UNITS = _PRELUDE + """
-local count = tonumber(ARGV[3])
+local units = cjson.decode(ARGV[3])
+local count = #units
 local seq = redis.call('INCRBY', P .. 'seq', count) - count
-local i = 4
-for _ = 1, count do
-  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+for _, unit in ipairs(units) do
+  local id, pairs_ = unit[1], unit[2]
   local key = P .. 'u:' .. id
   seq = seq + 1
   if redis.call('EXISTS', key) == 0 then
-    redis.call('HSET', key, 'seq', seq, unpack(ARGV, i + 2, i + 1 + 2 * n))
+    redis.call('HSET', key, 'seq', seq, unpack(pairs_))
     for k in pairs(sets(snap(key))) do redis.call('ZADD', k, seq, id) end
   end
-  i = i + 2 + 2 * n
 end
 return count
 """

@@ -270,14 +270,13 @@ class RedisStore:
             return
         chunks: list[list[Any]] = []
         for start in range(0, len(records), CHUNK):
-            args: list[Any] = [self._p, "", 0]
+            units = []
             for record in records[start:start + CHUNK]:
                 pairs, _ = encode(record, UNIT_FIELDS)
                 if not record.get("id"):
                     raise PilotError("a unit record needs an id")
-                args += (record["id"], len(pairs) // 2, *pairs)
-                args[2] += 1
-            chunks.append(args)
+                units.append((record["id"], pairs))
+            chunks.append([self._p, "", json.dumps(units, separators=(",", ":"), ensure_ascii=False)])
         script = self._scripts["INSERT_UNITS"]
 
         def run() -> None:
