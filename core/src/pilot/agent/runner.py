@@ -229,14 +229,15 @@ class Agent:
         (or taken back) before they started."""
         with self.workers.cond:
             queued = [rec["id"] for rec in self.workers.ready]
-        try:
-            flagged = self.store.find_units(pilot_id=self.pilot_id, cancel_requested=True,
-                                            states=[State.Staging, State.Running], fields=("id",))
-            gone = {u["id"] for u in self.store.get_units(queued)
-                    if u["state"] != State.Pending or u.get("pilot_id") != self.pilot_id} if queued else set()
+        try:  # one read of this pilot's active units, only the fields needed
+            active = self.store.find_units(pilot_id=self.pilot_id, states=[State.Pending, State.Staging, State.Running],
+                                           fields=("id", "state", "cancel_requested"))
         except Exception as exc:
             self.log.warning("cancel check failed", error=str(exc))
             return
+        flagged = [u for u in active if u["cancel_requested"] and u["state"] != State.Pending]
+        still_ours = {u["id"] for u in active if u["state"] == State.Pending}
+        gone = {unit_id for unit_id in queued if unit_id not in still_ours}
         if gone:
             with self.workers.cond:
                 kept = [rec for rec in self.workers.ready if rec["id"] not in gone]
