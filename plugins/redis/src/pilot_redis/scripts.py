@@ -9,9 +9,11 @@ connection is never applied twice and never lost.
 Keys (``P`` is the prefix): ``P u:<id>`` a unit hash (``seq`` plus its fields), ``P p:<id>`` a
 pilot hash, ``P s:<id>`` a service (JSON), ``P l:<parent>`` links (sorted set). Unit indexes,
 sorted sets of unit ids scored by ``seq`` (submission order), kept by ``reindex``: ``all``,
-``act`` (not final), ``cu:<cds>``, ``ca:<cds>`` (active), ``cf:<cds>`` (unbound and queued),
-``free`` (unbound and queued), ``pu:<pilot>``, ``pa:<pilot>`` (active), ``pm:<pilot>`` (active
-and needing more than one slot), ``pq:<pilot>`` (claimable: Pending, unclaimed).
+``cu:<cds>``, ``ca:<cds>`` (active), ``cf:<cds>`` (unbound and queued), ``pu:<pilot>``,
+``pa:<pilot>`` (active), ``pm:<pilot>`` (active and needing more than one slot), ``pq:<pilot>``
+(claimable: Pending, unclaimed). Each unit change costs one ``redis.call`` per index it enters or
+leaves, so there are only the indexes the core's queries need (it always filters by service or
+pilot); a query without either scans ``all``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ local function sets(v)
   local cds, pilot, state, claimed = v[1], v[2], v[3], v[4]
   local s = {[P .. 'all'] = true}
   local active = state and ACTIVE[state]
-  if active then s[P .. 'act'] = true end
   if cds then
     s[P .. 'cu:' .. cds] = true
     if active then s[P .. 'ca:' .. cds] = true end
@@ -42,9 +43,8 @@ local function sets(v)
       if (tonumber(v[6]) or 1) > 1 then s[P .. 'pm:' .. pilot] = true end
     end
     if state == 'Pending' and claimed ~= '1' then s[P .. 'pq:' .. pilot] = true end
-  elseif state and QUEUED[state] then
-    s[P .. 'free'] = true
-    if cds then s[P .. 'cf:' .. cds] = true end
+  elseif state and QUEUED[state] and cds then
+    s[P .. 'cf:' .. cds] = true
   end
   return s
 end
@@ -92,7 +92,11 @@ for _, unit in ipairs(units) do
   seq = seq + 1
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'seq', seq, unpack(pairs_))
-    for k in pairs(sets(snap(key))) do redis.call('ZADD', k, seq, id) end
+    local f = {}
+    for j = 1, #pairs_, 2 do f[pairs_[j]] = pairs_[j + 1] end
+    for k in pairs(sets({f.cds_id, f.pilot_id, f.state, f.claimed, seq, f.slots})) do
+      redis.call('ZADD', k, seq, id)
+    end
   end
 end
 return count
@@ -214,10 +218,10 @@ while limit < 0 or #out < limit do
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local key = P .. 'u:' .. id
-    local v = redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'cancel_requested')
+    local v = redis.call('HMGET', key, 'cds_id', 'pilot_id', 'state', 'cancel_requested', unpack(fields))
     if (cds == '' or v[1] == cds) and (pilot == '' or v[2] == pilot) and (not st or (v[3] and st[v[3]]))
         and (not unbound or not v[2]) and (not cancel or v[4] == '1') then
-      if #fields > 0 then out[#out + 1] = redis.call('HMGET', key, unpack(fields))
+      if #fields > 0 then out[#out + 1] = {unpack(v, 5, 4 + #fields)}
       else out[#out + 1] = redis.call('HGETALL', key) end
       if limit >= 0 and #out >= limit then break end
     end

@@ -302,9 +302,7 @@ class RedisStore:
             if unbound and queued:
                 return f"{self._p}cf:{cds_id}"
             return f"{self._p}ca:{cds_id}" if active else f"{self._p}cu:{cds_id}"
-        if unbound and queued:
-            return f"{self._p}free"
-        return f"{self._p}act" if active else f"{self._p}all"
+        return f"{self._p}all"  # the core always filters by service or pilot: no index of its own
 
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
