@@ -345,27 +345,21 @@ class SQLiteStore:
 
     @_retrying
     def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
-        applied: list[str] = []
-        statements: dict[tuple[Any, ...], str] = {}  # one SQL text per shape of update
+        encoded = [(update, _encode(update.changes, UNIT_FIELDS)) for update in updates]
         with self._write() as con:
-            for update in updates:
-                row = _encode(update.changes, UNIT_FIELDS)
-                expect = () if update.expect is None else tuple(State(s).value for s in update.expect)
-                shape = (*row, len(expect), update.pilot_id is not None, update.expect is None)
-                sql = statements.get(shape)
-                if sql is None:
-                    sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?"
-                    if update.expect is not None:  # unary +: look rows up by id only (see bind_units)
-                        sql += f" AND +state IN ({_marks(expect)})"
-                    if update.pilot_id is not None:
-                        sql += " AND +pilot_id = ?"
-                    statements[shape] = sql
-                args: list[Any] = [*row.values(), update.id, *expect]
-                if update.pilot_id is not None:
-                    args.append(update.pilot_id)
-                if con.execute(sql, args).rowcount:
-                    applied.append(update.id)
-        return applied
+            if len({update.id for update in updates}) < len(updates):
+                return [update.id for update, row in encoded if _update_one(con, update, row)]
+            # a batch names each unit once: one statement per shape and chunk, not per unit
+            groups: dict[tuple[Any, ...], list[tuple[UnitUpdate, dict[str, Any]]]] = {}
+            for update, row in encoded:
+                expect = None if update.expect is None else tuple(State(s).value for s in update.expect)
+                groups.setdefault((tuple(row), expect, update.pilot_id), []).append((update, row))
+            done: set[str] = set()
+            for (columns, expect, pilot_id), members in groups.items():
+                per_chunk = max(1, 900 // (len(columns) + 1))
+                for first in range(0, len(members), per_chunk):
+                    done.update(_update_many(con, columns, expect, pilot_id, members[first:first + per_chunk]))
+        return [update.id for update in updates if update.id in done]
 
     @_retrying
     def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
@@ -401,6 +395,38 @@ class SQLiteStore:
                 " AND state = ? AND claimed = 0 ORDER BY seq LIMIT ?) RETURNING *",
                 (pilot_id, State.Pending.value, limit)).fetchall()
         return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+
+def _conditions(expect: tuple[str, ...] | None, pilot_id: str | None) -> tuple[str, list[Any]]:
+    # unary +: look rows up by id only (see bind_units)
+    sql, args = "", list[Any]()
+    if expect is not None:
+        sql += f" AND +units.state IN ({_marks(expect)})"
+        args += expect
+    if pilot_id is not None:
+        sql += " AND +units.pilot_id = ?"
+        args.append(pilot_id)
+    return sql, args
+
+
+def _update_one(con: sqlite3.Connection, update: UnitUpdate, row: dict[str, Any]) -> bool:
+    expect = None if update.expect is None else tuple(State(s).value for s in update.expect)
+    where, args = _conditions(expect, update.pilot_id)
+    sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE units.id = ?{where}"
+    return bool(con.execute(sql, [*row.values(), update.id, *args]).rowcount)
+
+
+def _update_many(con: sqlite3.Connection, columns: tuple[str, ...], expect: tuple[str, ...] | None,
+                 pilot_id: str | None, members: Sequence[tuple[UnitUpdate, dict[str, Any]]]) -> list[str]:
+    where, args = _conditions(expect, pilot_id)
+    values = ", ".join([f"({_marks(('id', *columns))})"] * len(members))
+    sql = (f"WITH v(id, {', '.join(columns)}) AS (VALUES {values}) "
+           f"UPDATE units SET {', '.join(f'{k} = v.{k}' for k in columns)} FROM v"
+           f" WHERE units.id = v.id{where} RETURNING units.id")
+    flat: list[Any] = []
+    for update, row in members:
+        flat += (update.id, *row.values())
+    return [found[0] for found in con.execute(sql, [*flat, *args]).fetchall()]
 
 
 @hookimpl
