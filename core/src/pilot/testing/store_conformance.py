@@ -27,7 +27,7 @@ import pytest
 
 from pilot.errors import PilotError
 from pilot.states import State
-from pilot.store import UnitUpdate
+from pilot.store import ACTIVE_UNIT_STATES, UnitUpdate
 from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
 
 _DEFAULT_CLASS = ("pilot.testing.store_conformance", "StoreConformance")
@@ -342,6 +342,22 @@ class StoreConformance:
         assert applied == ids[::2]
         assert _ids(store.find_units(states=[State.Done])) == ids[::2]
         assert _ids(store.find_units(states=[State.Pending])) == ids[1::2]
+
+    def test_a_unit_named_twice_in_one_call_ends_as_the_last_change_says(self, store: Any) -> None:
+        """Changes of one unit in one call apply in order: its indexes follow the last one."""
+        store.insert_units([unit_record("cu-1", pilot_id="pilot-1"), unit_record("cu-2", pilot_id="pilot-1")])
+        applied = store.update_units([
+            UnitUpdate("cu-1", {"claimed": True}, pilot_id="pilot-1"),
+            UnitUpdate("cu-2", {"state": State.Running}, expect=[State.Pending]),
+            UnitUpdate("cu-1", {"claimed": False}, pilot_id="pilot-1"),
+            UnitUpdate("cu-2", {"state": State.Done}, expect=[State.Running]),
+            UnitUpdate("cu-2", {"state": State.Running}, expect=[State.Running]),  # no longer Running
+        ])
+        assert applied == ["cu-1", "cu-2", "cu-1", "cu-2"]
+        assert _ids(store.find_units(pilot_id="pilot-1", states=ACTIVE_UNIT_STATES)) == ["cu-1"]
+        assert _ids(store.find_units(cds_id="cds-1", states=[State.Done])) == ["cu-2"]
+        assert store.count_active(["pilot-1"]) == {"pilot-1": 1}
+        assert [u["id"] for u in store.claim_units("pilot-1", 10)] == ["cu-1"]  # claimable again
 
     def test_bind_units_binds_only_unbound_queued_units(self, store: Any) -> None:
         """bind_units binds unbound New/Pending units only, and returns those it bound."""

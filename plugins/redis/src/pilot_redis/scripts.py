@@ -48,10 +48,29 @@ local function sets(v)
   end
   return s
 end
+-- index changes are collected per key (the last change of a member wins) and written by
+-- flush_index() in one ZREM and one ZADD per key, not one command per unit and index
+local OPS = {}
+local function index_op(k, id, score)
+  local t = OPS[k]
+  if not t then t = {}; OPS[k] = t end
+  t[id] = score
+end
 local function reindex(id, old, new)
   local a, b = sets(old), sets(new)
-  for k in pairs(a) do if not b[k] then redis.call('ZREM', k, id) end end
-  for k in pairs(b) do if not a[k] then redis.call('ZADD', k, new[5], id) end end
+  for k in pairs(a) do if not b[k] then index_op(k, id, false) end end
+  for k in pairs(b) do if not a[k] then index_op(k, id, new[5]) end end
+end
+local function flush_index()
+  for k, t in pairs(OPS) do
+    local add, rem = {}, {}
+    for id, score in pairs(t) do
+      if score then add[#add + 1] = score; add[#add + 1] = id else rem[#rem + 1] = id end
+    end
+    for i = 1, #rem, 1000 do redis.call('ZREM', k, unpack(rem, i, math.min(i + 999, #rem))) end
+    for i = 1, #add, 2000 do redis.call('ZADD', k, unpack(add, i, math.min(i + 1999, #add))) end
+  end
+  OPS = {}
 end
 local function cached()
   if TOK == '' then return nil end
@@ -94,11 +113,10 @@ for _, unit in ipairs(units) do
     redis.call('HSET', key, 'seq', seq, unpack(pairs_))
     local f = {}
     for j = 1, #pairs_, 2 do f[pairs_[j]] = pairs_[j + 1] end
-    for k in pairs(sets({f.cds_id, f.pilot_id, f.state, f.claimed, seq, f.slots})) do
-      redis.call('ZADD', k, seq, id)
-    end
+    for k in pairs(sets({f.cds_id, f.pilot_id, f.state, f.claimed, seq, f.slots})) do index_op(k, id, seq) end
   end
 end
+flush_index()
 return count
 """
 
@@ -128,6 +146,7 @@ for _ = 1, tonumber(ARGV[3]) do
     out[#out + 1] = id
   end
 end
+flush_index()
 return remember(out)
 """
 
@@ -146,6 +165,7 @@ for i = 3, #ARGV, 2 do
     out[#out + 1] = id
   end
 end
+flush_index()
 return remember(out)
 """
 
@@ -165,6 +185,7 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'pa:' .. pilot, 0, -1)) do
     out[#out + 1] = id
   end
 end
+flush_index()
 return remember(out)
 """
 
