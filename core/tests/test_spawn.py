@@ -97,3 +97,15 @@ def test_start_errors_are_the_ones_popen_raises(tmp_path: Path, path: str) -> No
         os.close(out)
         os.close(err)
     assert no_cwd.value.filename == str(tmp_path / "gone")
+
+
+def test_an_interpreter_with_another_private_signature_falls_back_to_popen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def other_signature(*args: object) -> int:
+        raise TypeError("fork_exec() takes exactly 22 arguments (23 given)")
+
+    monkeypatch.setattr(spawn_module, "_DIRECT", [True])
+    monkeypatch.setattr(spawn_module._posixsubprocess, "fork_exec", other_signature)
+    code, out, _ = _run(["/bin/sh", "-c", "echo fallback"], tmp_path)
+    assert (code, out) == (0, "fallback\n")
+    assert spawn_module._DIRECT == [False]

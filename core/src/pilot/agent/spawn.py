@@ -23,6 +23,10 @@ except ImportError:  # pragma: no cover - not CPython
 _DIRECT = [_posixsubprocess is not None and (3, 11) <= sys.version_info[:2] <= (3, 13)]
 
 
+class _SignatureChanged(Exception):
+    """``_posixsubprocess.fork_exec`` refused the arguments ``Popen`` of 3.11-3.13 passes."""
+
+
 class ChildProcess:
     """A started unit process, leader of its own process group; reaped by ``wait()``."""
 
@@ -57,7 +61,7 @@ def spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *
     if _DIRECT[0]:
         try:
             return ChildProcess(_fork_exec(argv, cwd, stdin, stdout, stderr, env=env))
-        except TypeError:  # this interpreter's private signature differs: use Popen from now on
+        except _SignatureChanged:  # this interpreter's private signature differs: Popen from now on
             _DIRECT[0] = False
     return subprocess.Popen(argv, cwd=cwd, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
                             stdout=stdout, stderr=stderr, env=env, process_group=0)
@@ -97,7 +101,10 @@ def _fork_exec(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: i
                 [os.fsencode(a) for a in argv], candidates, True, (errpipe_write,), cwd, env_list,
                 _stdin(stdin), -1, -1, stdout, -1, stderr, errpipe_read, errpipe_write,
                 True, False, 0, None, None, None, -1, None, True]
-            pid = _posixsubprocess.fork_exec(*args)
+            try:
+                pid = _posixsubprocess.fork_exec(*args)
+            except TypeError as exc:  # nothing was started
+                raise _SignatureChanged from exc
         finally:
             os.close(errpipe_write)
         failure = b""
