@@ -189,15 +189,17 @@ class ComputeDataService:
 
         def all_final() -> bool | None:
             check = time.monotonic() - checked[0] > 0.5
-            # a unit still queued in the service answers "not yet" from the index, without
-            # ordering every active unit (the store's listing sorts them all)
-            if not check and self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True,
-                                                    limit=1, fields=("id",)):
+            # units still queued in the service come from the index in order; only when there are
+            # none does it list the active units (a listing the store must sort)
+            active = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True,
+                                            limit=100 if check else 1, fields=_WAIT_FIELDS)
+            if active and not check:
                 return None
-            active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=100,
-                                            fields=_WAIT_FIELDS)
             if not active:
-                return True
+                active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=100,
+                                                fields=_WAIT_FIELDS)
+                if not active:
+                    return True
             if check:
                 checked[0] = time.monotonic()
                 live_pilots(self._store, self.id, self._session)  # finds dead pilots
