@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from pilot import ComputeDataService, PilotCompute, PilotComputeService, State
 
@@ -96,3 +97,31 @@ def test_restartable_unit_is_run_again_after_its_pilot_died() -> None:
     fork_pilot(pcs)
     assert unit.wait(timeout=60) == State.Done
     assert unit.get_details()["attempts"] == 1
+
+
+def test_a_teardown_that_kills_units_and_agent_together_starts_nothing_new() -> None:
+    """What a scheduler does on scancel: SIGTERM to the running unit and to the agent, which reach
+    them a moment apart (the unit 20 ms first here). The freed slot must not start the queued
+    unit meanwhile: it goes back to the service."""
+    pcs = PilotComputeService()
+    pilot = fork_pilot(pcs, slots=1)
+    cds = ComputeDataService()
+    cds.add_pilot_compute_service(pcs)
+    running = cds.submit_compute_unit({"executable": "echo $$ > unit.pid; exec sleep 3030"})
+    wait_for(lambda: running.get_state() == State.Running, 20, "unit running")
+    queued = cds.submit_compute_unit({"executable": "touch ran"})
+    wait_for(lambda: queued.get_details()["pilot"] is not None, 20, "queued unit bound")
+    pid_file = os.path.join(running.get_local_working_directory(), "unit.pid")
+    wait_for(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 20, "unit pid")
+    unit_pid = int(open(pid_file).read())
+    agent_pid = pilot._record()["agent_pid"]
+    assert unit_pid in pids_matching("sleep 3030") and agent_pid in pids_matching(pilot.id)
+    os.kill(unit_pid, signal.SIGTERM)
+    time.sleep(0.02)
+    os.kill(agent_pid, signal.SIGTERM)
+    wait_for(lambda: pilot.get_state().is_final, 20, "pilot ended")
+    assert pilot.get_state() == State.Failed and "SIGTERM" in pilot.get_details()["reason"]
+    assert queued.get_state() == State.Pending and queued.get_details()["pilot"] is None
+    pilot_sandbox = os.path.dirname(running.get_local_working_directory())
+    assert not os.path.exists(os.path.join(pilot_sandbox, queued.id, "ran")), "the queued unit ran"
+    cds.cancel()

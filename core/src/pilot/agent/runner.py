@@ -54,7 +54,7 @@ class Agent:
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.signals: list[int] = []
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, lambda n, _f: self.signals.append(n))
+            signal.signal(signum, self._on_signal)
         methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
         total = resources.total_slots
         # keep a few batches' worth of claimed units, refilled at half, so the slot workers never
@@ -65,6 +65,12 @@ class Agent:
         self._stager_lock = threading.Lock()
         self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=self.low_water,
                                    stager=self.stager)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)
+        workers = getattr(self, "workers", None)
+        if workers is not None:
+            workers.halted.set()  # slots start nothing more; the loop drains
 
     def stager(self) -> Any:
         """The data stager, built (and ``pilot.data.staging`` imported) on first use."""

@@ -8,6 +8,7 @@ import collections
 import functools
 import os
 import queue
+import signal
 import socket
 import subprocess
 import threading
@@ -20,6 +21,11 @@ from pilot.agent.units import GroupProcess, RunningUnit, StartError, start_unit,
 from pilot.plugin.types import AgentResources, LaunchMethod
 
 MAX_THREADS = 512
+#: A unit killed by one of these signals that the agent did not send suggests the allocation is
+#: being torn down (scancel, the scheduler's walltime): its slot waits this long for the agent's
+#: own signal before it starts anything else.
+TEARDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGINT})
+TEARDOWN_PAUSE = 0.5
 
 Event = tuple[Any, ...]
 
@@ -43,6 +49,7 @@ class SlotWorkers:
         self.running: dict[str, RunningUnit] = {}
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.stopping = False
+        self.halted = threading.Event()  # the agent got a signal to stop: start nothing more
         self.wake_fd, self.low_water = wake_fd, low_water
         self.executors = self._start_executors()
         self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
@@ -105,9 +112,9 @@ class SlotWorkers:
     def _work(self) -> None:
         while True:
             with self.cond:
-                while not self.stopping and not self._fits():
+                while not self.stopping and not self.halted.is_set() and not self._fits():
                     self.cond.wait()
-                if self.stopping:
+                if self.stopping or self.halted.is_set():
                     return
                 record = self.ready.popleft()
                 hosts = [self.free_hosts.pop() for _ in range(int(record["slots"]))]
@@ -171,6 +178,8 @@ class SlotWorkers:
         self.events.put(("started", unit, started, sandbox))
         returncode = proc.wait()
         del self.running[unit.id]
+        if returncode < 0 and -returncode in TEARDOWN_SIGNALS and unit.kill_at is None:
+            self.halted.wait(TEARDOWN_PAUSE)
         if isinstance(proc, RemoteUnit) and proc.lost is not None and unit.end is None:
             unit.end = ("Failed", proc.lost)
         if stage_out and returncode == 0 and unit.end is None and not unit.silent:
