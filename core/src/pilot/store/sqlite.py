@@ -352,8 +352,7 @@ class SQLiteStore:
             # a batch names each unit once: one statement per shape and chunk, not per unit
             groups: dict[tuple[Any, ...], list[tuple[UnitUpdate, dict[str, Any]]]] = {}
             for update, row in encoded:
-                expect = None if update.expect is None else tuple(State(s).value for s in update.expect)
-                groups.setdefault((tuple(row), expect, update.pilot_id), []).append((update, row))
+                groups.setdefault((tuple(row), _expected(update), update.pilot_id), []).append((update, row))
             done: set[str] = set()
             for (columns, expect, pilot_id), members in groups.items():
                 per_chunk = max(1, 900 // (len(columns) + 1))
@@ -409,9 +408,12 @@ def _conditions(expect: tuple[str, ...] | None, pilot_id: str | None) -> tuple[s
     return sql, args
 
 
+def _expected(update: UnitUpdate) -> tuple[str, ...] | None:
+    return None if update.expect is None else tuple(State(s).value for s in update.expect)
+
+
 def _update_one(con: sqlite3.Connection, update: UnitUpdate, row: dict[str, Any]) -> bool:
-    expect = None if update.expect is None else tuple(State(s).value for s in update.expect)
-    where, args = _conditions(expect, update.pilot_id)
+    where, args = _conditions(_expected(update), update.pilot_id)
     sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE units.id = ?{where}"
     return bool(con.execute(sql, [*row.values(), update.id, *args]).rowcount)
 
