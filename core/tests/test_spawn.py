@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pilot.agent import spawn as spawn_module
-from pilot.agent.spawn import ChildProcess, spawn
+from pilot.agent.spawn import ChildProcess, PopenChild, spawn
 
 
 @pytest.fixture(params=["direct", "popen"])
@@ -44,7 +43,7 @@ def test_the_direct_path_is_used_on_this_interpreter(tmp_path: Path, path: str) 
     out, err = _files(tmp_path)
     proc = spawn(["/bin/true"], str(tmp_path), -1, out, err, env=None)
     proc.wait()
-    assert isinstance(proc, ChildProcess if path == "direct" else subprocess.Popen)
+    assert type(proc) is (ChildProcess if path == "direct" else PopenChild)
 
 
 def test_output_cwd_and_exit_code(tmp_path: Path, path: str) -> None:
@@ -71,11 +70,9 @@ def test_a_signal_to_the_group_ends_it(tmp_path: Path, path: str) -> None:
     proc = spawn(["/bin/sleep", "30"], str(tmp_path), -1, out, err, env=None)
     os.close(out)
     os.close(err)
-    if isinstance(proc, ChildProcess):
-        proc.signal_group(signal.SIGTERM)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
+    proc.signal_group(signal.SIGTERM)
     assert proc.wait() == -signal.SIGTERM
+    proc.signal_group(signal.SIGKILL)  # reaped: its pid may be someone else's now, so nothing is sent
 
 
 def test_start_errors_are_the_ones_popen_raises(tmp_path: Path, path: str) -> None:

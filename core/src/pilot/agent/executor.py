@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +35,7 @@ class Executor:
     def __init__(self, out_fd: int) -> None:
         self.out_fd = out_fd
         self.lock = threading.Lock()
-        self.procs: dict[str, subprocess.Popen[bytes] | ChildProcess] = {}
+        self.procs: dict[str, ChildProcess] = {}
         self.host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         self.method = ForkLaunch()
         self.stopping = False
@@ -78,7 +77,7 @@ class Executor:
         with self.lock:
             self.procs[unit_id] = proc
             if self.stopping:  # started while we stop: it must not outlive us
-                _signal_group(proc, signal.SIGKILL)
+                proc.signal_group(signal.SIGKILL)
         self.emit(event="started", id=unit_id, pid=proc.pid)
         returncode = proc.wait()
         with self.lock:
@@ -90,7 +89,7 @@ class Executor:
         with self.lock:
             proc = self.procs.get(unit_id)
             if proc is not None:
-                _signal_group(proc, signum)
+                proc.signal_group(signum)
 
     def stop(self) -> None:
         """SIGTERM every unit's group, SIGKILL what is left after ``STOP_GRACE``."""
@@ -98,7 +97,7 @@ class Executor:
             self.stopping = True
             procs = list(self.procs.values())
         for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
+            proc.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while time.monotonic() < deadline:  # each unit's own thread reaps it and forgets it
             with self.lock:
@@ -107,22 +106,7 @@ class Executor:
                 return
             time.sleep(0.01)
         for proc in procs:
-            _signal_group(proc, signal.SIGKILL)
-
-
-def _signal_group(proc: subprocess.Popen[bytes] | ChildProcess, signum: int) -> None:
-    """Signal the group of a unit that has not been reaped yet (its pid may be reused after)."""
-    if isinstance(proc, ChildProcess):
-        proc.signal_group(signum)
-    elif proc.returncode is None:
-        _killpg(proc.pid, signum)
-
-
-def _killpg(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+            proc.signal_group(signal.SIGKILL)
 
 
 class _Stop(Exception):

@@ -53,8 +53,23 @@ class ChildProcess:
                 pass
 
 
+class PopenChild(ChildProcess):
+    """A unit process started by ``Popen``, which reaps it (so ``subprocess`` never reaps it
+    behind our back)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        super().__init__(popen.pid)
+        self.popen = popen
+
+    def wait(self) -> int:
+        """Block until it ended; its return code (negative: killed by that signal)."""
+        if self.returncode is None:
+            self.returncode = self.popen.wait()
+        return self.returncode
+
+
 def spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *,
-          env: Mapping[str, str] | None) -> ChildProcess | subprocess.Popen[bytes]:
+          env: Mapping[str, str] | None) -> ChildProcess:
     """Start ``argv`` in ``cwd`` in a new process group with the given descriptors (``stdin``
     -1: /dev/null). Raises ``OSError`` (``FileNotFoundError``, ``PermissionError``...) as
     ``Popen`` does when the program cannot be started."""
@@ -63,8 +78,8 @@ def spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *
             return ChildProcess(_fork_exec(argv, cwd, stdin, stdout, stderr, env=env))
         except _SignatureChanged:  # this interpreter's private signature differs: Popen from now on
             _DIRECT[0] = False
-    return subprocess.Popen(argv, cwd=cwd, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
-                            stdout=stdout, stderr=stderr, env=env, process_group=0)
+    return PopenChild(subprocess.Popen(argv, cwd=cwd, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
+                                       stdout=stdout, stderr=stderr, env=env, process_group=0))
 
 
 _devnull: list[int] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +19,7 @@ from pilot.plugin.types import LaunchMethod, LaunchRequest
 
 
 class GroupProcess(Protocol):
-    """A unit process the agent does not own directly (one a node executor runs)."""
+    """A unit process: started here (``spawn``) or by a node executor (``RemoteUnit``)."""
 
     pid: int
 
@@ -36,7 +35,7 @@ class RunningUnit:
     """A unit process the agent is responsible for."""
 
     id: str
-    proc: subprocess.Popen[bytes] | GroupProcess
+    proc: GroupProcess
     hosts: list[str]
     deadline: float | None = None     # monotonic time of its walltime
     kill_at: float | None = None      # monotonic time to SIGKILL after a SIGTERM
@@ -45,13 +44,7 @@ class RunningUnit:
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the unit's whole process group."""
-        if not isinstance(self.proc, subprocess.Popen):
-            self.proc.signal_group(signum)
-            return
-        try:
-            os.killpg(self.proc.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self.proc.signal_group(signum)
 
     def terminate(self, end: tuple[str, str | None] | None, grace: float = 1.0) -> None:
         """SIGTERM the group now, SIGKILL it after ``grace`` s; remember how it should end."""
@@ -91,7 +84,7 @@ _READ = os.O_RDONLY | os.O_CLOEXEC
 
 
 def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
-               method: LaunchMethod) -> subprocess.Popen[bytes] | ChildProcess:
+               method: LaunchMethod) -> ChildProcess:
     """Create the sandbox, open the unit's files and start its process in a new process group."""
     try:
         try:

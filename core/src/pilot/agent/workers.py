@@ -10,7 +10,6 @@ import os
 import queue
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -153,7 +152,7 @@ class SlotWorkers:
                 self.events.put(("failed", record, hosts[0], sandbox, StartError(f"input staging failed: {exc}"),
                                  started))
                 return
-        proc: subprocess.Popen[bytes] | GroupProcess | None = None
+        proc: GroupProcess | None = None
         executor = self.executors.get(hosts[0]) if len(hosts) == 1 else None
         if executor is not None and description.get("spmd_variation") != "mpi" and executor.usable():
             proc = executor.start(record["id"], description, sandbox)
