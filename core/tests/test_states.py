@@ -16,12 +16,14 @@ S = State
 EXPECTED: dict[Kind, set[tuple[State, State]]] = {
     Kind.pilot: {
         (S.New, S.Pending), (S.New, S.Failed), (S.New, S.Canceled),
+        (S.New, S.Running),  # the agent started before its client recorded the submission
         (S.Pending, S.Running), (S.Pending, S.Done), (S.Pending, S.Failed), (S.Pending, S.Canceled),
         (S.Running, S.Done), (S.Running, S.Failed), (S.Running, S.Canceled),
     },
     Kind.unit: {
         (S.New, S.Pending), (S.New, S.Failed), (S.New, S.Canceled),
         (S.Pending, S.Staging), (S.Pending, S.Running), (S.Pending, S.Failed), (S.Pending, S.Canceled),
+        (S.Pending, S.Done),  # the agent's merged write of a unit that started and ended in one flush
         (S.Staging, S.Running), (S.Staging, S.Done), (S.Staging, S.Failed), (S.Staging, S.Canceled),
         (S.Running, S.Staging), (S.Running, S.Done), (S.Running, S.Failed), (S.Running, S.Canceled),
         (S.Running, S.Pending),  # a restartable unit whose pilot died is queued again
@@ -32,6 +34,7 @@ EXPECTED: dict[Kind, set[tuple[State, State]]] = {
         (S.Running, S.Pending),  # files are being added to a stored DU
         (S.Running, S.Done), (S.Running, S.Failed), (S.Running, S.Canceled),
     },
+    Kind.pilot_data: {(S.Running, S.Canceled)},
 }
 ALL_PAIRS = [(kind, old, new) for kind in Kind for old, new in itertools.product(State, State)]
 LEGAL = [p for p in ALL_PAIRS if (p[1], p[2]) in EXPECTED[p[0]]]

@@ -13,20 +13,14 @@ from pilot import urls
 from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
 from pilot.errors import PilotError
 from pilot.handles import StoredObject, open_url
-from pilot.lifecycle import (
-    LIVE_PILOT_STATES,
-    cancel_pilot,
-    cancel_units,
-    fail_pilot,
-    notify,
-    refresh_pilot,
-)
+from pilot.lifecycle import cancel_pilot, cancel_units, fail_pilot, refresh_pilot
 from pilot.log import get_logger
 from pilot.plugin.types import PilotJobRequest
 from pilot.session import Session, default_session, heartbeat_timeout_from_env
 from pilot.site import resolve_pilot
-from pilot.states import FINAL_STATES, Kind, State
+from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
 from pilot.store import Record
+from pilot.transitions import transition
 
 DEFAULT_WORK_DIR = "pilot-work"
 
@@ -142,11 +136,7 @@ class ComputeUnit(StoredObject):
 
     def cancel(self) -> None:
         """Cancel: a queued unit ends at once, a running one is killed by its agent."""
-        old = self.get_state()
-        cancel_units(self._store, [self.id])
-        new = self.get_state()
-        if new != old:  # a queued unit ends here; a running one is ended by its agent
-            notify(self._session, Kind.unit, self.id, old, new)
+        cancel_units(self._store, [self.id], self._session)  # observers hear it from there
 
     def wait(self, timeout: float | None = None) -> State:
         """Wait until the unit is final; ``TimeoutError`` after ``timeout`` s; ``PilotError`` when
@@ -305,9 +295,14 @@ class PilotComputeService:
             get_logger(pilot=pilot_id).warning("pilot submission failed", error=str(exc))
             fail_pilot(self._session, self._store, record, f"submission failed: {exc}")
             return pilot
-        if self._store.update_pilot(pilot_id, {"state": State.Pending, "native_id": native_id,
-                                               "submitted": time.time()}, expect=[State.New]):
-            notify(self._session, Kind.pilot, pilot_id, State.New, State.Pending)
+        # the job id first, whatever the state: a pilot canceled meanwhile can still be cleaned up
+        self._store.update_pilot(pilot_id, {"native_id": native_id, "submitted": time.time()})
+        if not transition(self._store, Kind.pilot, [pilot_id], State.Pending, session=self._session,
+                          only_from=[State.New]) and pilot.get_state() in (State.Canceled, State.Failed):
+            try:  # canceled while it was being submitted: end the batch job too
+                adaptor.cancel(native_id)
+            except Exception as exc:
+                get_logger(pilot=pilot_id).debug("pilot cleanup failed", error=str(exc))
         return pilot
 
     def list_pilots(self) -> list[PilotCompute]:

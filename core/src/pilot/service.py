@@ -1,6 +1,8 @@
-"""ComputeDataService: the workload's entry point. Units submitted here wait in the service and
-are bound to a pilot with free capacity by the placement hook (late binding), in a background
-thread of the client process; agents claim the units bound to their pilot."""
+"""ComputeDataService: the workload's entry point. Units submitted here wait in the service's
+queue in the coordination store; the agents of its running pilots claim them as their slots free
+up (late binding, see ``pilot.binding``), so units do not depend on the submitting process.
+When this process's session has a placement policy of its own, this process binds the units
+instead, in a background thread, under the same rules."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pilot import urls
+from pilot.binding import QUEUE_FIELDS, capacity, choose, custom_policy, pcs_of, pilot_views
 from pilot.compute import (
     ComputeUnit,
     PilotComputeService,
@@ -20,36 +23,34 @@ from pilot.compute import (
 from pilot.descriptions import ComputeUnitDescription, DataUnitDescription
 from pilot.errors import PilotError, StoreClosed
 from pilot.handles import open_url
-from pilot.lifecycle import LIVE_PILOT_STATES, cancel_units, refresh_pilot
+from pilot.lifecycle import cancel_units, refresh_pilot, release_orphans
 from pilot.log import get_logger
-from pilot.plugin.types import PilotView, UnitView
 from pilot.session import Session, default_session
-from pilot.states import State
-from pilot.store import ACTIVE_UNIT_STATES, Record, UnitUpdate
+from pilot.states import ACTIVE_UNIT_STATES, LIVE_PILOT_STATES, State
+from pilot.store import Record
+from pilot.transitions import change_units
 
 if TYPE_CHECKING:
     from pilot.data.objects import DataUnit, PilotDataService
 
-#: Units bound to a pilot beyond its slots, so its agent never waits for the client.
-PREFETCH = 256
-#: Seconds between two placement rounds while units are being bound.
+#: Seconds between two placement rounds of a client-side placer while units are being bound.
 PLACE_EVERY = 0.02
-_QUEUE_FIELDS = ("id", "slots", "datacenter", "machine", "input_data")
 _WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
 
 
 def pcs_children(store: Any, cds_id: str) -> list[str]:
     """The pilot compute services linked under a ComputeDataService (it also links its pilot
     data services and data units)."""
-    return [child for child in store.children(cds_id) if child.startswith("pcs-")]
+    return pcs_of(store, cds_id)
 
 
 def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
     """The live pilots of the service's pilot compute services (refreshed when a session is
-    given, so dead ones are found)."""
+    given, so dead ones are found and the units their agents left are given back)."""
     pilots = store.pilots_of(pcs_children(store, cds_id))
     if session is not None:
         pilots = [refresh_pilot(session, store, p) for p in pilots]
+        release_orphans(session, store, pilots)
     return [p for p in pilots if State(p["state"]) in LIVE_PILOT_STATES]
 
 
@@ -82,7 +83,10 @@ class ComputeDataService:
             self._session = session or default_session()
             self._store = self._session.store(coordination_url)
             self.id = new_id("cds")
-            self._store.put_service(self.id, "cds", {})
+            record = {"kind": "cds", "data": {"placement": "client" if custom_policy(self._session) else "agents"}}
+            self._store.put_service(self.id, "cds", record["data"])
+        #: Who binds this service's units: its pilots' agents, or this process (its own policy).
+        self.placement: str = record["data"].get("placement") or "agents"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._placer: threading.Thread | None = None
@@ -104,12 +108,14 @@ class ComputeDataService:
         if pcs._store.url != self._store.url:
             raise PilotError(f"{pcs!r} uses store {pcs._store.url}, this service {self._store.url}")
         self._store.link(self.id, pcs.id)
+        self._store.link(pcs.id, self.id)  # the agents of its pilots find this service's queue
         self._start_placer()
         self._wake.set()
 
     def remove_pilot_compute_service(self, pcs: PilotComputeService) -> None:
         """Stop placing units on ``pcs``'s pilots (units already bound there stay)."""
         self._store.unlink(self.id, pcs.id)
+        self._store.unlink(pcs.id, self.id)
 
     def list_pilot_compute_services(self) -> list[PilotComputeService]:
         """The pilot compute services of this service."""
@@ -216,13 +222,15 @@ class ComputeDataService:
         """Cancel this service's unfinished units and the pilots of its services."""
         self._stop.set()
         self._wake.set()
-        active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES)
-        cancel_units(self._store, [u["id"] for u in active])
+        active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, fields=("id",))
+        cancel_units(self._store, [u["id"] for u in active], self._session)
         for pcs in self.list_pilot_compute_services():
             pcs.cancel()
 
-    # --- placement --------------------------------------------------------------------------
+    # --- placement (only where this process's session has a policy of its own) ----------------
     def _start_placer(self) -> None:
+        if self.placement != "client":
+            return
         with self._placer_lock:
             if self._stop.is_set() or (self._placer is not None and self._placer.is_alive()):
                 return
@@ -239,57 +247,23 @@ class ComputeDataService:
             except Exception:
                 self._log.exception("placement failed; retrying")
                 placed, waiting = 0, True
-            # units waiting for room on busy pilots: look again soon; nothing waiting: back off
-            # (a full window holds PREFETCH units: 20-25 ms is far less than an agent needs to run
-            # them, and fewer, larger rounds cost the client less per unit)
             delay = PLACE_EVERY if placed else (0.025 if waiting else min(delay * 2, 1.0))
             self._wake.wait(delay)
             self._wake.clear()
 
     def place_once(self) -> tuple[int, bool]:
-        """Bind queued units to pilots with free capacity, once. Returns (units bound, whether
-        units are still waiting)."""
+        """Bind queued units to running pilots with room, once, asking this session's policy.
+        Returns (units bound, whether units are still waiting)."""
         pilots = live_pilots(self._store, self.id, self._session)
-        if not pilots:
+        views = pilot_views(self._store, pilots)
+        room = sum(max(0, v.free) for v in views)
+        if room <= 0:
             return 0, bool(self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=1,
                                                   fields=("id",)))
-        used = self._store.count_active([p["id"] for p in pilots])
-        free = {p["id"]: int(p["slots"]) + max(int(p["slots"]), PREFETCH) - used[p["id"]] for p in pilots}
-        room = sum(max(0, f) for f in free.values())
-        if room <= 0:
-            return 0, True
-        queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True, limit=room + 64,
-                                        fields=_QUEUE_FIELDS)
-        hook = self._session.plugins.hook.pilot_place_unit
-        data_views: dict[str, Any] = {}
-        if any(unit.get("input_data") for unit in queued):
-            from pilot.data.placement import input_data_views
-
-            data_views = input_data_views(self._session, self._store, queued)
-        bindings = []
-        failed = []
-        for unit in queued:
-            if max(free.values()) <= 0:
-                break  # every pilot is full: the rest waits for the next round
-            labels: Any = ()
-            if unit.get("input_data"):
-                ready, labels = data_views[unit["id"]]
-                if isinstance(ready, str):  # a DU of the unit can never be stored: fail the unit
-                    failed.append(UnitUpdate(unit["id"], {"state": State.Failed, "reason": ready,
-                                                          "finished": time.time()}, expect=[State.Pending]))
-                if ready is not True:
-                    continue
-            view = UnitView(unit["id"], int(unit["slots"]), unit.get("datacenter"), unit.get("machine"),
-                            tuple(unit.get("input_data") or ()), tuple(labels))
-            candidates = [PilotView(p["id"], State(p["state"]), int(p["slots"]), free[p["id"]],
-                                    p.get("datacenter"), p.get("machine"))
-                          for p in pilots if int(p["slots"]) >= view.slots]
-            chosen = hook(unit=view, pilots=candidates) if candidates else None
-            if chosen in free:
-                bindings.append((unit["id"], chosen))
-                free[chosen] -= view.slots
-        if failed:
-            self._store.update_units(failed)
+        queued = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True,
+                                        limit=min(room, sum(capacity(v.slots) for v in views)) + 64,
+                                        fields=QUEUE_FIELDS)
+        bindings, failed = choose(self._session, self._store, queued, views)
+        change_units(self._store, failed, self._session)
         bound = self._store.bind_units(bindings) if bindings else []
         return len(bound), len(queued) > len(bound)
-

@@ -13,21 +13,24 @@ import threading
 import time
 from typing import Any
 
+from pilot.agent.claims import Claimer
 from pilot.agent.units import exit_reason
 from pilot.agent.workers import SlotWorkers
 from pilot.builtin.procs import signal_session
-from pilot.lifecycle import LIVE_PILOT_STATES, notify, settle_units
+from pilot.lifecycle import lease_seconds, settle_units
 from pilot.log import configure, get_logger
 from pilot.plugin.types import AgentResources
 from pilot.session import Session
-from pilot.states import FINAL_STATES, Kind, State
-from pilot.store import Record, UnitUpdate
+from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
+from pilot.store import Record
+from pilot.transitions import UnitChange, change_units, transition
 
 FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written
 FLUSH_BATCH = 512       # ... or this many changes
 CONTROL_EVERY = 0.2     # seconds between checks for canceled units
 IDLE_MAX = 0.05         # longest pause between two claims when there is no work
 KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
+PEERS_WAKE = 1.0        # longest sleep of an idle agent (it looks after its peers that often)
 
 
 class Agent:
@@ -38,14 +41,14 @@ class Agent:
         self.session, self.store, self.pilot_id = session, store, pilot["id"]
         self.pilot_sandbox = str(pilot["sandbox"])
         self.resources = resources
-        self.updates: dict[str, list[Any]] = {}  # unit id -> [changes, expected states]
+        self.updates: dict[str, list[Any]] = {}  # unit id -> [changes, states it may leave]
         self.heartbeat_every = min(10.0, float(pilot.get("heartbeat_timeout") or 60.0) / 4)
+        self.lease = lease_seconds(pilot)
         walltime = (pilot.get("description") or {}).get("walltime")
         self.walltime_end = (time.monotonic() + max(0.0, walltime * 60 - drain_margin)) if walltime else None
         self.stop: tuple[State, str] | None = None
         self.log = get_logger(pilot=self.pilot_id)
         plugins = session.plugins
-        self.observers = bool(plugins.hook.pilot_state_changed.get_hookimpls())
         self.selector = selectors.DefaultSelector()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -57,14 +60,12 @@ class Agent:
             signal.signal(signum, self._on_signal)
         methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
         total = resources.total_slots
-        # keep a few batches' worth of claimed units, refilled at half, so the slot workers never
-        # wait for a claim (the service binds PREFETCH units beyond the slots: stay below that)
-        self.claim_target = max(4 * total, 128)
-        self.low_water = max(total, self.claim_target // 2)
         self._stager: Any = None
         self._stager_lock = threading.Lock()
-        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=self.low_water,
+        # the slot workers wake the loop to claim more when the prefetch falls to half
+        self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=max(1, total // 2),
                                    stager=self.stager)
+        self.claimer = Claimer(session, store, pilot, self.workers.total)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)
@@ -82,36 +83,38 @@ class Agent:
             return self._stager
 
     # --- state changes, batched -----------------------------------------------------------
-    def record(self, unit_id: str, changes: dict[str, Any], expect: tuple[State, ...]) -> None:
-        """Queue a state change (``expect[-1]`` is the state it leaves); a later change of the
-        same unit merges into it."""
+    def record(self, unit_id: str, changes: dict[str, Any], only_from: tuple[State, ...] | None) -> None:
+        """Queue a state change (``changes["state"]``, from ``only_from`` as far as the table
+        allows); a later change of the same unit merges into it and the store sees one edge."""
         pending = self.updates.get(unit_id)
         if pending is None:
-            self.updates[unit_id] = [changes, expect]
+            self.updates[unit_id] = [changes, only_from]
         else:
             pending[0].update(changes)
-        if self.observers and "state" in changes:
-            notify(self.session, Kind.unit, unit_id, expect[-1], changes["state"])
 
     def flush(self) -> None:
-        """Write queued changes in one store call; units changed under us are stopped silently."""
+        """Write queued changes in one store call (observers hear what was written); units
+        changed under us are stopped silently."""
         if not self.updates:
             return
-        batch = [UnitUpdate(uid, changes, expect, self.pilot_id) for uid, (changes, expect) in self.updates.items()]
+        batch = [UnitChange(uid, changes["state"], changes, only_from, self.pilot_id)
+                 for uid, (changes, only_from) in self.updates.items()]
         try:
-            applied = set(self.store.update_units(batch))
+            applied = change_units(self.store, batch, self.session)
         except Exception as exc:  # the store retried already; keep the changes for the next try
             self.log.warning("state update failed; will retry", error=str(exc))
             return
         self.updates.clear()
-        for update in batch:
-            unit = self.workers.running.get(update.id)
-            if update.id not in applied and unit is not None:
+        for change in batch:
+            unit = self.workers.running.get(change.id)
+            if change.id not in applied and unit is not None:
                 unit.terminate(None, KILL_GRACE)
 
     def handle_events(self) -> None:
         """Turn what the slot workers reported into state changes."""
         for event in self.workers.drain_events():
+            if event[0] in ("started", "failed"):
+                self.claimer.count_started()
             if event[0] == "started":
                 _, unit, started, sandbox = event
                 self.record(unit.id, {"state": State.Running, "started": started, "host": unit.hosts[0],
@@ -132,24 +135,25 @@ class Agent:
                 if unit.end is not None:
                     state, reason = State(unit.end[0]), unit.end[1]
                 self.record(unit.id, {"state": state, "exit_code": code, "finished": finished, "reason": reason},
-                            (State.Pending, State.Staging, State.Running))
+                            None)
             else:
                 _, rec, host, sandbox, error, started = event
                 self.record(rec["id"], {"state": State.Failed, "started": started, "finished": time.time(),
                                         "host": host, "sandbox": sandbox, "reason": str(error),
                                         "exit_code": error.exit_code}, (State.Pending, State.Staging))
 
+
     # --- the loop -------------------------------------------------------------------------
     def start(self) -> bool:
         """Mark the pilot Running with its slots and hosts; False if it ended meanwhile."""
         hosts = sorted({node.host for node in self.resources.nodes})
+        renewed = time.monotonic()
         now = time.time()
-        started = bool(self.store.update_pilot(
-            self.pilot_id, {"state": State.Running, "started": now, "heartbeat": now, "hosts": hosts,
-                            "slots": self.workers.total, "agent_host": socket.gethostname(),
-                            "agent_pid": os.getpid()}, expect=[State.New, State.Pending]))
-        if started and self.observers:
-            notify(self.session, Kind.pilot, self.pilot_id, State.Pending, State.Running)
+        started = bool(transition(self.store, Kind.pilot, [self.pilot_id], State.Running, {
+            "started": now, "heartbeat": now, "hosts": hosts, "slots": self.workers.total,
+            "agent_host": socket.gethostname(), "agent_pid": os.getpid()}, session=self.session))
+        if started:
+            self.workers.renew_lease(renewed + self.lease)
         return started
 
     def run(self) -> None:
@@ -172,15 +176,21 @@ class Agent:
                 self.check_canceled()
                 next_control = now + CONTROL_EVERY
             self.check_deadlines(now)
-            if len(self.workers.ready) <= self.low_water and now >= next_claim:
-                claimed = self.claim(self.claim_target - len(self.workers.ready))
+            ready = len(self.workers.ready)
+            prefetch = self.claimer.prefetch(now)
+            self.workers.low_water = max(1, prefetch // 2)
+            want = self.workers.total + prefetch - self.workers.busy() - ready
+            hungry = ready <= self.workers.low_water and want > 0
+            if hungry and now >= next_claim:
+                claimed = self.claim(want, now)
                 idle = 0.002 if claimed else min(idle * 2, IDLE_MAX)
                 next_claim = now if claimed else now + idle
+            self.claimer_chores(now)
             if len(self.updates) >= FLUSH_BATCH or (self.updates and now - last_flush >= FLUSH_EVERY):
                 self.flush()
                 last_flush = now
-            due = [next_heartbeat]
-            if len(self.workers.ready) <= self.low_water:
+            due = [next_heartbeat, now + PEERS_WAKE]
+            if hungry:
                 due.append(next_claim)
             if self.workers.running or self.updates:
                 due.append(now + FLUSH_EVERY)
@@ -217,12 +227,16 @@ class Agent:
                 self.stop = (State.Failed, f"agent received {name}")
 
     def heartbeat(self) -> None:
-        """Write the heartbeat; stop when the pilot was canceled or ended elsewhere."""
+        """Write the heartbeat and renew the lease on claimed units (a slot starts nothing once
+        it ran out); stop when the pilot was canceled or ended elsewhere."""
+        renewed = time.monotonic()
         try:
             pilot = self.store.heartbeat(self.pilot_id, time.time())
         except Exception as exc:  # the store retried already: carry on, the next beat may pass
             self.log.warning("heartbeat failed", error=str(exc))
             return
+        if pilot is not None and pilot["state"] == State.Running and not pilot.get("cancel_requested"):
+            self.workers.renew_lease(renewed + self.lease)
         if pilot is None:
             self.stop = (State.Failed, "pilot record vanished from the store")
         elif pilot.get("cancel_requested") or pilot["state"] == State.Canceled:
@@ -254,23 +268,35 @@ class Agent:
             if unit is not None:
                 unit.terminate((State.Canceled, None), KILL_GRACE)
 
-    def claim(self, limit: int) -> int:
-        """Claim up to ``limit`` units bound to this pilot for the slot workers."""
+    def claim(self, want: int, now: float) -> int:
+        """Claim up to ``want`` units for the slot workers."""
         try:
-            claimed = self.store.claim_units(self.pilot_id, limit)
+            claimed = self.claimer.claim(want, now)
         except Exception as exc:
             self.log.warning("claim failed", error=str(exc))
             return 0
-        runnable = []
-        for rec in claimed:
-            if int(rec["slots"]) > self.workers.total:
-                self.record(rec["id"], {"state": State.Failed, "finished": time.time(), "reason":
-                                        f"needs {rec['slots']} slots; the pilot has {self.workers.total}"},
-                            (State.Pending,))
-            else:
-                runnable.append(rec)
-        self.workers.add(runnable)
+        self.workers.add(claimed)
         return len(claimed)
+
+    def claimer_chores(self, now: float) -> None:
+        """Give back service units held too long; look after the pilots of the same services."""
+        try:
+            with self.workers.cond:
+                overdue = self.claimer.overdue(self.workers.ready, now)
+                if overdue:
+                    ids = {r["id"] for r in overdue}
+                    kept = [r for r in self.workers.ready if r["id"] not in ids]
+                    self.workers.ready.clear()
+                    self.workers.ready.extend(kept)
+            if overdue:
+                try:
+                    self.claimer.give_back(overdue)
+                except Exception:
+                    self.workers.add(overdue)  # still ours: run them after all
+                    raise
+            self.claimer.look_after_peers(now)
+        except Exception as exc:
+            self.log.warning("claim housekeeping failed", error=str(exc))
 
     # --- the end --------------------------------------------------------------------------
     def drain(self, end: State, reason: str) -> None:
@@ -290,11 +316,10 @@ class Agent:
             self.updates.pop(rec["id"], None)
         self.flush()
         # units first: whoever sees the pilot final sees its units settled
-        settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed)
-        if self.store.update_pilot(self.pilot_id, {"state": end, "finished": time.time(),
-                                                   "reason": None if end is State.Canceled else reason},
-                                   expect=LIVE_PILOT_STATES) and self.observers:
-            notify(self.session, Kind.pilot, self.pilot_id, State.Running, end)
+        settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed,
+                     session=self.session, release=True)
+        transition(self.store, Kind.pilot, [self.pilot_id], end, {
+            "finished": time.time(), "reason": None if end is State.Canceled else reason}, session=self.session)
         me = os.getpid()
         if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
             signal_session(me, signal.SIGKILL, spare=me)
@@ -327,8 +352,8 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
         except Exception as exc:
             reason = f"pilot file_transfer failed: {exc}"
             log.error("pilot staging failed", reason=reason)
-            store.update_pilot(pilot_id, {"state": State.Failed, "reason": reason, "finished": time.time()},
-                               expect=[State.New, State.Pending])
+            transition(store, Kind.pilot, [pilot_id], State.Failed, {"reason": reason, "finished": time.time()},
+                       session=session, only_from=[State.New, State.Pending])
             return 1
     if not agent.start():
         log.info("pilot ended before the agent started")

@@ -50,6 +50,9 @@ class SlotWorkers:
         self.stopping = False
         self.halted = threading.Event()  # the agent got a signal to stop: start nothing more
         self.wake_fd, self.low_water = wake_fd, low_water
+        #: monotonic time until which this agent's claims hold (renewed by its heartbeats): a slot
+        #: starts nothing after it, since others may then hand its units to another pilot
+        self.lease_until = float("inf")
         self.executors = self._start_executors()
         self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
                         for n in range(min(self.total, MAX_THREADS))]
@@ -61,6 +64,18 @@ class SlotWorkers:
         with self.cond:
             self.ready.extend(records)
             self.cond.notify(len(records))
+
+    def renew_lease(self, until: float) -> None:
+        """Let the slots start units until ``until`` (monotonic)."""
+        with self.cond:
+            expired = self.lease_until <= time.monotonic()
+            self.lease_until = until
+            if expired:
+                self.cond.notify_all()
+
+    def busy(self) -> int:
+        """Slots in use."""
+        return self.total - len(self.free_hosts)
 
     def stop(self, grace: float) -> list[dict[str, Any]]:
         """Start nothing more; wait up to ``grace`` s for the threads; return the units that
@@ -111,8 +126,13 @@ class SlotWorkers:
     def _work(self) -> None:
         while True:
             with self.cond:
-                while not self.stopping and not self.halted.is_set() and not self._fits():
-                    self.cond.wait()
+                while not self.stopping and not self.halted.is_set():
+                    if not self._fits():
+                        self.cond.wait()
+                    elif time.monotonic() >= self.lease_until:
+                        self.cond.wait(0.05)  # the lease ran out: wait for a heartbeat to renew it
+                    else:
+                        break
                 if self.stopping or self.halted.is_set():
                     return
                 record = self.ready.popleft()

@@ -18,14 +18,10 @@ from pilot.data import transfer
 from pilot.descriptions import DataUnitDescription, PilotDataDescription
 from pilot.errors import PilotError
 from pilot.handles import StoredObject, open_url
-from pilot.lifecycle import notify
 from pilot.log import get_logger
 from pilot.session import Session, default_session
 from pilot.states import Kind, State
-
-
-def _notify(session: Session, du_id: str, old: State, new: State) -> None:
-    notify(session, Kind.data_unit, du_id, old, new)
+from pilot.transitions import transition
 
 
 def _background(target: Any, *args: Any) -> None:
@@ -113,10 +109,9 @@ class DataUnit(StoredObject):
         """Release the data unit (Done; Canceled while still being stored); its files are
         removed from every replica only when ``remove_data``."""
         data = self._data()
-        old = State(data["state"])
-        new = State.Done if old is State.Running else State.Canceled
-        if not old.is_final and self._store.update_service(self.id, {"state": new}, expect=[old]):
-            _notify(self._session, self.id, old, new)
+        if not transition(self._store, Kind.data_unit, [self.id], State.Done, session=self._session,
+                          only_from=[State.Running]):
+            transition(self._store, Kind.data_unit, [self.id], State.Canceled, session=self._session)
         if remove_data:
             for replica in rec.replicas_of(data).values():
                 place = rec.du_place(replica, self.id)
@@ -181,8 +176,7 @@ class PilotData(StoredObject):
             "datacenter": desc.affinity_datacenter_label, "machine": desc.affinity_machine_label,
             rec.AT + self.id: rec.replica_entry(self.id, pd, State.Pending)})
         self._store.link(self.id, du_id)
-        self._store.update_service(du_id, {"state": State.Pending}, expect=[State.New])
-        _notify(self._session, du_id, State.New, State.Pending)
+        transition(self._store, Kind.data_unit, [du_id], State.Pending, session=self._session)
         _background(self._store_new, du_id, pd, items)
         return DataUnit(session=self._session, _store=self._store, _id=du_id)
 
@@ -193,14 +187,12 @@ class PilotData(StoredObject):
         except Exception as exc:
             reason = f"storing in PilotData {self.id} failed: {exc}"
             get_logger(du=du_id).warning("data unit failed", reason=reason)
-            if self._store.update_service(du_id, {"state": State.Failed, "reason": reason, rec.AT + self.id:
-                                                  rec.replica_entry(self.id, pd, State.Failed, reason)},
-                                          expect=[State.Pending]):
-                _notify(self._session, du_id, State.Pending, State.Failed)
+            transition(self._store, Kind.data_unit, [du_id], State.Failed, {
+                "reason": reason, rec.AT + self.id: rec.replica_entry(self.id, pd, State.Failed, reason)},
+                session=self._session, only_from=[State.Pending])
             return
-        if self._store.update_service(du_id, {**entries, "state": State.Running, rec.AT + self.id: replica},
-                                      expect=[State.Pending]):
-            _notify(self._session, du_id, State.Pending, State.Running)
+        transition(self._store, Kind.data_unit, [du_id], State.Running, {**entries, rec.AT + self.id: replica},
+                   session=self._session, only_from=[State.Pending])
 
     def _replicate(self, pd: dict[str, Any], du: DataUnit) -> DataUnit:
         if du._store.url != self._store.url:
@@ -246,7 +238,7 @@ class PilotData(StoredObject):
         """Release this PilotData (it takes no more data); its files are removed only when
         ``remove_data``."""
         data = self._data()
-        self._store.update_service(self.id, {"state": State.Canceled}, expect=[State.Running])
+        transition(self._store, Kind.pilot_data, [self.id], State.Canceled, session=self._session)
         if remove_data:
             self._session.data_backend(data["place"]).remove(data["place"], data.get("options") or {})
 

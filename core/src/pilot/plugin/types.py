@@ -117,7 +117,9 @@ class AgentResources:
 
 @dataclasses.dataclass(frozen=True)
 class PilotView:
-    """What the placement policy sees of a pilot."""
+    """What the placement policy sees of a pilot. ``free``: how many more slots' worth of units
+    it may be given now (its slots and its prefetch bound, less the slots of its unfinished
+    units); 0 for a pilot that is not ``Running`` yet."""
 
     id: str
     state: State

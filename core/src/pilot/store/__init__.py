@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from pilot.states import State
+from pilot.states import ACTIVE_UNIT_STATES, State
 
 Record = dict[str, Any]
 
@@ -26,7 +26,7 @@ UNIT_FIELDS = (
     "attempts", "input_data",
 )
 JSON_FIELDS = frozenset({"description", "hosts", "input_data"})
-ACTIVE_UNIT_STATES = (State.New, State.Pending, State.Staging, State.Running)
+__all__ = ["ACTIVE_UNIT_STATES", "CoordinationStore", "Record", "UnitUpdate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,22 +100,30 @@ class CoordinationStore(Protocol):
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
                    cancel_requested: bool = False, limit: int | None = None,
-                   fields: Sequence[str] | None = None) -> list[Record]:
-        """Units matching every given filter, in submission order; only ``fields`` when given."""
+                   fields: Sequence[str] | None = None, constrained: bool = False) -> list[Record]:
+        """Units matching every given filter, in submission order; only ``fields`` when given.
+        ``constrained``: only units with an affinity label or ``input_data`` (stores keep an
+        index of the queued ones, so agents find them among many plain units at once)."""
 
     def count_active(self, pilot_ids: Sequence[str]) -> dict[str, int]:
         """Slots held by unfinished units bound to each pilot."""
 
-    def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
-        """Apply many conditional updates at once; return the ids where they applied."""
+    def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
+        """Apply many conditional updates at once; return, for each unit where an update
+        applied, the state it had before (in the order of ``updates``)."""
 
     def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
         """Bind queued, unbound units to pilots (``(unit_id, pilot_id)``); return those bound."""
 
-    def unbind_units(self, pilot_id: str) -> list[str]:
-        """Return the pilot's queued service units (claimed or not, never started) to their
-        service: unbound and unclaimed; return their ids. Direct units (no ``cds_id``) stay."""
+    def unbind_units(self, pilot_id: str, ids: Sequence[str] | None = None) -> list[str]:
+        """Return the pilot's queued service units (claimed or not, never started; only those
+        in ``ids`` when given) to their service: unbound and unclaimed; return their ids.
+        Direct units (no ``cds_id``) stay."""
 
-    def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
-        """Atomically claim up to ``limit`` queued units bound to ``pilot_id``, oldest first.
-        A unit is claimed by one agent only, ever."""
+    def claim_units(self, pilot_id: str, limit: int, services: Sequence[str] = (),
+                    max_slots: int | None = None) -> list[Record]:
+        """Atomically claim up to ``limit`` Pending, unclaimed units, oldest first: first those
+        bound to ``pilot_id``, then unbound units of the compute data services ``services``
+        that carry no placement constraint (no affinity label, no ``input_data``) and need at
+        most ``max_slots`` slots. A claimed unit is bound to ``pilot_id``. A unit is claimed by
+        one agent only, until it is handed back with ``unbind_units``."""

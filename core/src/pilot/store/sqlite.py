@@ -18,7 +18,7 @@ import tenacity
 from pilot.errors import PilotError, StoreClosed
 from pilot.plugin import hookimpl
 from pilot.plugin.types import CoordinationStoreRecord
-from pilot.states import FINAL_STATES, State
+from pilot.states import ACTIVE_UNIT_STATES, CLAIMABLE_STATE, QUEUED_UNIT_STATES, State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
 
 T = TypeVar("T")
@@ -41,9 +41,19 @@ CREATE TABLE IF NOT EXISTS units (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT
     input_data TEXT);
 CREATE INDEX IF NOT EXISTS units_pilot ON units(pilot_id, state, claimed);
 CREATE INDEX IF NOT EXISTS units_cds ON units(cds_id, state, pilot_id);
+CREATE INDEX IF NOT EXISTS units_queue ON units(cds_id, seq) WHERE pilot_id IS NULL AND state = 'Pending'
+    AND datacenter IS NULL AND machine IS NULL AND input_data IS NULL;
+CREATE INDEX IF NOT EXISTS units_constrained ON units(cds_id, seq) WHERE pilot_id IS NULL AND state = 'Pending'
+    AND (datacenter IS NOT NULL OR machine IS NOT NULL OR input_data IS NOT NULL);
 """
-_ACTIVE = tuple(s.value for s in State if s not in FINAL_STATES and s is not State.Unknown)
-_QUEUED = (State.New.value, State.Pending.value)
+_ACTIVE = tuple(s.value for s in ACTIVE_UNIT_STATES)
+_QUEUED = tuple(s.value for s in QUEUED_UNIT_STATES)
+# The service queues an agent claims from: literal terms, so that the partial indexes apply.
+_PLAIN = ("pilot_id IS NULL AND state = 'Pending' AND datacenter IS NULL AND machine IS NULL"
+          " AND input_data IS NULL")
+_CONSTRAINED = ("pilot_id IS NULL AND state = 'Pending'"
+                " AND (datacenter IS NOT NULL OR machine IS NOT NULL OR input_data IS NOT NULL)")
+assert CLAIMABLE_STATE.value == "Pending"
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -307,8 +317,16 @@ class SQLiteStore:
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
                    cancel_requested: bool = False, limit: int | None = None,
-                   fields: Sequence[str] | None = None) -> list[Record]:
+                   fields: Sequence[str] | None = None, constrained: bool = False) -> list[Record]:
         where, args = [], []
+        indexed = ""
+        if constrained:
+            if cds_id is not None and unbound and states is not None and \
+                    [State(s) for s in states] == [CLAIMABLE_STATE]:
+                where.append(_CONSTRAINED)  # the queued ones, from their own index
+                indexed = " INDEXED BY units_constrained"
+            else:
+                where.append("(datacenter IS NOT NULL OR machine IS NOT NULL OR input_data IS NOT NULL)")
         if cds_id is not None:
             where.append("cds_id = ?")
             args.append(cds_id)
@@ -328,7 +346,8 @@ class SQLiteStore:
             if unknown:
                 raise PilotError(f"unknown store fields {sorted(unknown)}")
             columns = ", ".join(fields)
-        sql = f"SELECT {columns} FROM units" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
+        sql = (f"SELECT {columns} FROM units{indexed}" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY seq")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_decode(row) for row in self._con().execute(sql, args)]
@@ -344,11 +363,18 @@ class SQLiteStore:
         return counts
 
     @_retrying
-    def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
+    def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
         encoded = [(update, _encode(update.changes, UNIT_FIELDS)) for update in updates]
+        if not updates:
+            return {}
         with self._write() as con:
-            if len({update.id for update in updates}) < len(updates):
-                return [update.id for update, row in encoded if _update_one(con, update, row)]
+            before = _states_of(con, list(dict.fromkeys(update.id for update in updates)))
+            if len(before) < len(updates) or len({update.id for update in updates}) < len(updates):
+                applied: dict[str, str] = {}
+                for update, row in encoded:
+                    if _update_one(con, update, row):
+                        applied.setdefault(update.id, before[update.id])
+                return applied
             # a batch names each unit once: one statement per shape and chunk, not per unit
             groups: dict[tuple[Any, ...], list[tuple[UnitUpdate, dict[str, Any]]]] = {}
             for update, row in encoded:
@@ -358,7 +384,7 @@ class SQLiteStore:
                 per_chunk = max(1, 900 // (len(columns) + 1))
                 for first in range(0, len(members), per_chunk):
                     done.update(_update_many(con, columns, expect, pilot_id, members[first:first + per_chunk]))
-        return [update.id for update in updates if update.id in done]
+        return {update.id: before[update.id] for update in updates if update.id in done}
 
     @_retrying
     def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
@@ -379,20 +405,42 @@ class SQLiteStore:
         return [unit_id for unit_id, _ in bindings if unit_id in bound]
 
     @_retrying
-    def unbind_units(self, pilot_id: str) -> list[str]:
+    def unbind_units(self, pilot_id: str, ids: Sequence[str] | None = None) -> list[str]:
+        sql = ("UPDATE units SET pilot_id = NULL, claimed = 0 WHERE pilot_id = ? AND cds_id IS NOT NULL"
+               f" AND state IN ({_marks(_QUEUED)})")
+        out: list[str] = []
         with self._write() as con:
-            rows = con.execute(
-                "UPDATE units SET pilot_id = NULL, claimed = 0 WHERE pilot_id = ? AND cds_id IS NOT NULL"
-                f" AND state IN ({_marks(_QUEUED)}) RETURNING id", (pilot_id, *_QUEUED)).fetchall()
-        return [row[0] for row in rows]
+            if ids is None:
+                return [row[0] for row in con.execute(sql + " RETURNING id", (pilot_id, *_QUEUED)).fetchall()]
+            for start in range(0, len(ids), 500):
+                chunk = tuple(ids[start:start + 500])
+                out += [row[0] for row in con.execute(sql + f" AND id IN ({_marks(chunk)}) RETURNING id",
+                                                      (pilot_id, *_QUEUED, *chunk)).fetchall()]
+        return out
 
     @_retrying
-    def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
+    def claim_units(self, pilot_id: str, limit: int, services: Sequence[str] = (),
+                    max_slots: int | None = None) -> list[Record]:
+        if limit <= 0:
+            return []
         with self._write() as con:
             rows = con.execute(
                 "UPDATE units SET claimed = 1 WHERE seq IN (SELECT seq FROM units WHERE pilot_id = ?"
                 " AND state = ? AND claimed = 0 ORDER BY seq LIMIT ?) RETURNING *",
-                (pilot_id, State.Pending.value, limit)).fetchall()
+                (pilot_id, CLAIMABLE_STATE.value, limit)).fetchall()
+            left = limit - len(rows)
+            if left > 0 and services:
+                seqs: list[int] = []
+                too_big = "" if max_slots is None else f" AND slots <= {int(max_slots)}"
+                for cds_id in dict.fromkeys(services):
+                    seqs += [row[0] for row in con.execute(
+                        f"SELECT seq FROM units INDEXED BY units_queue WHERE cds_id = ? AND {_PLAIN}{too_big}"
+                        " ORDER BY seq LIMIT ?", (cds_id, left))]
+                seqs = sorted(seqs)[:left]
+                for start in range(0, len(seqs), 500):
+                    chunk = seqs[start:start + 500]
+                    rows += con.execute(f"UPDATE units SET pilot_id = ?, claimed = 1 WHERE seq IN ({_marks(chunk)})"
+                                        f" AND {_PLAIN} RETURNING *", (pilot_id, *chunk)).fetchall()
         return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
 
@@ -406,6 +454,14 @@ def _conditions(expect: tuple[str, ...] | None, pilot_id: str | None) -> tuple[s
         sql += " AND +units.pilot_id = ?"
         args.append(pilot_id)
     return sql, args
+
+
+def _states_of(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = tuple(ids[start:start + 500])
+        found.update(con.execute(f"SELECT id, state FROM units WHERE id IN ({_marks(chunk)})", chunk).fetchall())
+    return found
 
 
 def _expected(update: UnitUpdate) -> tuple[str, ...] | None:

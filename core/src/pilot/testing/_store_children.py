@@ -41,13 +41,13 @@ claimed = [u["id"] for u in store.claim_units("pilot-r", 3)]
 assert claimed == ["cu-r0", "cu-r1", "cu-r2"], claimed
 applied = store.update_units([UnitUpdate(f"cu-r{n}", {"state": "Running", "started": 2.0}, expect=["Pending"])
                               for n in range(3)])
-assert applied == ["cu-r0", "cu-r1", "cu-r2"], applied
+assert list(applied) == ["cu-r0", "cu-r1", "cu-r2"], applied
 applied = store.update_units([
     UnitUpdate("cu-r0", {"state": "Done", "exit_code": 0, "finished": 3.0}, expect=["Running"]),
     UnitUpdate("cu-r1", {"state": "Failed", "exit_code": 7, "reason": "exit code 7", "finished": 3.0},
                expect=["Running"]),
 ])
-assert applied == ["cu-r0", "cu-r1"], applied
+assert applied == {"cu-r0": "Running", "cu-r1": "Running"}, applied
 store.close()
 print("written", flush=True)
 """

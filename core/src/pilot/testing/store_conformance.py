@@ -29,6 +29,7 @@ from pilot.errors import PilotError
 from pilot.states import State
 from pilot.store import ACTIVE_UNIT_STATES, UnitUpdate
 from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
+from pilot.testing.queue_conformance import QueueConformance
 from pilot.testing.records import pilot_record, unit_record
 
 _DEFAULT_CLASS = ("pilot.testing.store_conformance", "StoreConformance")
@@ -39,7 +40,7 @@ def _ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(r["id"]) for r in records]
 
 
-class StoreConformance:
+class StoreConformance(QueueConformance):
     """Behaviour every ``CoordinationStore`` must show. Subclass it and override ``store_url``."""
 
     @pytest.fixture
@@ -279,13 +280,14 @@ class StoreConformance:
         assert store.count_active([]) == {}
         # binding, ending and handing back multi-slot units moves their slots
         assert store.bind_units([("cu-8", "pilot-2")]) == ["cu-8"]
-        assert store.update_units([UnitUpdate("cu-2", {"state": State.Done})]) == ["cu-2"]
+        assert store.update_units([UnitUpdate("cu-2", {"state": State.Done})]) == {"cu-2": "Running"}
         assert store.count_active(["pilot-1", "pilot-2"]) == {"pilot-1": 6, "pilot-2": 17}
         assert sorted(store.unbind_units("pilot-2")) == ["cu-7", "cu-8"]
         assert store.count_active(["pilot-2"]) == {"pilot-2": 0}
 
     def test_update_units_conditional_on_state(self, store: Any) -> None:
-        """update_units applies each update only in its expected states; returns where it did."""
+        """update_units applies each update only in its expected states; returns where it did,
+        with the state each unit had before."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(4)])
         store.update_units([UnitUpdate("cu-3", {"state": State.Canceled})])
         applied = store.update_units([
@@ -295,13 +297,13 @@ class StoreConformance:
             UnitUpdate("cu-3", {"state": State.Running}, expect=[State.New, State.Pending]),
             UnitUpdate("cu-missing", {"state": State.Running}),
         ])
-        assert applied == ["cu-0", "cu-2"]
+        assert applied == {"cu-0": "Pending", "cu-2": "Pending"}
         got = {u["id"]: u for u in store.get_units([f"cu-{n}" for n in range(4)])}
         assert (got["cu-0"]["state"], got["cu-0"]["started"], got["cu-0"]["host"]) == ("Running", 5.0, "h")
         assert got["cu-1"]["state"] == "Pending"
         assert (got["cu-2"]["state"], got["cu-2"]["exit_code"]) == ("Pending", 3)
         assert got["cu-3"]["state"] == "Canceled"
-        assert store.update_units([]) == []
+        assert store.update_units([]) == {}
 
     def test_update_units_conditional_on_pilot(self, store: Any) -> None:
         """An update naming a pilot applies only while the unit is bound to that pilot."""
@@ -310,7 +312,7 @@ class StoreConformance:
         applied = store.update_units([
             UnitUpdate(f"cu-{n}", {"state": State.Running}, expect=[State.Pending], pilot_id="pilot-1")
             for n in (1, 2, 3)])
-        assert applied == ["cu-1"]
+        assert applied == {"cu-1": "Pending"}
         assert [u["state"] for u in store.get_units(["cu-1", "cu-2", "cu-3"])] == ["Running", "Pending", "Pending"]
 
     def test_many_updates_in_one_call(self, store: Any) -> None:
@@ -319,7 +321,8 @@ class StoreConformance:
         store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
         applied = store.update_units([UnitUpdate(i, {"state": State.Done, "exit_code": 0}, expect=[State.Pending],
                                                  pilot_id="pilot-1") for i in ids[::2]])
-        assert applied == ids[::2]
+        assert list(applied) == ids[::2]
+        assert set(applied.values()) == {"Pending"}
         assert _ids(store.find_units(states=[State.Done])) == ids[::2]
         assert _ids(store.find_units(states=[State.Pending])) == ids[1::2]
 
@@ -333,7 +336,7 @@ class StoreConformance:
             UnitUpdate("cu-2", {"state": State.Done}, expect=[State.Running]),
             UnitUpdate("cu-2", {"state": State.Running}, expect=[State.Running]),  # no longer Running
         ])
-        assert applied == ["cu-1", "cu-2", "cu-1", "cu-2"]
+        assert applied == {"cu-1": "Pending", "cu-2": "Pending"}  # the state before the call
         assert _ids(store.find_units(pilot_id="pilot-1", states=ACTIVE_UNIT_STATES)) == ["cu-1"]
         assert _ids(store.find_units(cds_id="cds-1", states=[State.Done])) == ["cu-2"]
         assert store.count_active(["pilot-1"]) == {"pilot-1": 1}
