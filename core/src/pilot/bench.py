@@ -1,7 +1,9 @@
 """Throughput benchmark: N units of ``/bin/true`` through one fork pilot with 2 slots, printed
-beside the raw process-spawn rate of the same machine, measured in the same run.
+beside the raw process-spawn rate of the same machine, measured in the same run. With
+``--pilots P`` the same units also run through P fork pilots of one slot each, whose agents pull
+from one service queue, and both figures are printed.
 
-``python -m pilot.bench -n 10000`` (or ``tox -e bench -- -n 100000``).
+``python -m pilot.bench -n 10000 [--pilots 4]`` (or ``tox -e bench -- -n 100000``).
 """
 
 from __future__ import annotations
@@ -52,19 +54,22 @@ def peak_rss_mb(pid: int | None = None) -> float:
     return float("nan")
 
 
-def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | None) -> dict[str, float]:
-    """Run ``units`` x /bin/true through one pilot; return the figures."""
+def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | None,
+              pilots: int = 1) -> dict[str, float]:
+    """Run ``units`` x /bin/true through ``pilots`` pilots of ``slots`` slots; return the figures."""
     from pilot import ComputeDataService, PilotComputeService, State
 
     pcs = PilotComputeService(coordination_url)
     work = tempfile.mkdtemp(prefix="pilot-bench-")
     t0 = time.perf_counter()
-    pilot = pcs.create_pilot({"service_url": service_url, "number_of_processes": slots, "working_directory": work})
-    while pilot.get_state() not in (State.Running, State.Failed, State.Canceled, State.Done):
-        time.sleep(0.002)
+    handles = [pcs.create_pilot({"service_url": service_url, "number_of_processes": slots,
+                                 "working_directory": work}) for _ in range(pilots)]
+    for pilot in handles:
+        while pilot.get_state() not in (State.Running, State.Failed, State.Canceled, State.Done):
+            time.sleep(0.002)
+        if pilot.get_state() != State.Running:
+            raise SystemExit(f"pilot did not start: {pilot.get_details()['reason']}")
     startup = time.perf_counter() - t0
-    if pilot.get_state() != State.Running:
-        raise SystemExit(f"pilot did not start: {pilot.get_details()['reason']}")
     cds = ComputeDataService(coordination_url=coordination_url)
     cds.add_pilot_compute_service(pcs)
     t1 = time.perf_counter()
@@ -72,8 +77,7 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     submitted = time.perf_counter() - t1
     cds.wait()
     total = time.perf_counter() - t1
-    agent_pid = pilot._record().get("agent_pid")
-    agent_mb = peak_rss_mb(agent_pid)
+    agent_mb = max(peak_rss_mb(pilot._record().get("agent_pid")) for pilot in handles)
     done = sum(1 for u in cds._store.find_units(cds_id=cds.id, states=[State.Done]))
     cds.cancel()
     return {"startup": startup, "submit": submitted, "total": total, "rate": units / total,
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--units", type=int, default=10_000, help="units to run (default 10000)")
     parser.add_argument("--slots", type=int, default=2, help="pilot slots (default 2)")
     parser.add_argument("--raw", type=int, default=4000, help="processes for the raw spawn rate")
+    parser.add_argument("--pilots", type=int, default=0,
+                        help="also run the units through this many 1-slot pilots and print both figures")
     parser.add_argument("--service-url", default="fork://localhost")
     parser.add_argument("--coordination-url", default=None, help="store URL (default: embedded SQLite)")
     args = parser.parse_args(argv)
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_before = spawn_rate(["/bin/true"], args.raw, args.slots)
     sh_before = spawn_rate(["/bin/sh", "-c", "/bin/true"], args.raw, args.slots)
     figures = run_pilot(args.units, args.slots, args.service_url, args.coordination_url)
+    many = run_pilot(args.units, 1, args.service_url, args.coordination_url, args.pilots) if args.pilots else None
     argv_after = spawn_rate(["/bin/true"], args.raw, args.slots)
     sh_after = spawn_rate(["/bin/sh", "-c", "/bin/true"], args.raw, args.slots)
     argv_rate, sh_rate = (argv_before + argv_after) / 2, (sh_before + sh_after) / 2
@@ -111,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         ("client peak memory", f"{peak_rss_mb():.0f} MB", ""),
         ("agent peak memory", f"{figures['agent_mb']:.0f} MB", ""),
     ]
+    if many is not None:
+        rows += [
+            (f"units per second, {args.pilots} pilots of 1 slot", f"{many['rate']:,.0f} /s",
+             f"{int(many['done'])} Done; one service queue, every agent pulls from it"),
+            ("ratio to one pilot", f"{many['rate'] / figures['rate']:.2f}", "goal: >= 0.8"),
+        ]
     print_rows(rows)
     return 0
 
