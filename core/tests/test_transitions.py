@@ -5,6 +5,7 @@ written, with the state the object really left."""
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import sys
 from collections import defaultdict
@@ -64,9 +65,10 @@ def test_every_transition_of_a_run_is_heard_once_and_is_legal(recorded: Path, pi
     pd = PilotDataService(session=session).create_pilot({"service_url": str(pilot_env.root / "pd")})
     du = pd.submit_data_unit({"file_urls": [str(data)]})
     du.wait(timeout=30)
-    units = cds.submit_compute_units([{"executable": "/bin/true"}] * 30
-                                     + [{"executable": "/bin/false"}, {"executable": "/bin/sleep", "arguments": ["3041"]},
-                                        {"executable": "/bin/cat", "arguments": ["in.txt"], "input_data": [du.get_url()]}])
+    units = cds.submit_compute_units([
+        *[{"executable": "/bin/true"}] * 30, {"executable": "/bin/false"},
+        {"executable": "/bin/sleep", "arguments": ["3041"]},
+        {"executable": "/bin/cat", "arguments": ["in.txt"], "input_data": [du.get_url()]}])
     wait_for(lambda: units[-2].get_state() == State.Running, 30, "the sleeper running")
     queued = pilot.submit_compute_unit({"executable": "/bin/true"})
     units[-2].cancel()
@@ -91,13 +93,13 @@ def test_every_transition_of_a_run_is_heard_once_and_is_legal(recorded: Path, pi
         chain = by_entity[unit.id]
         assert chain, f"nothing heard of {unit.id}"
         assert chain[0][0] == starts["unit"]
-        for (_, new), (old, _) in zip(chain, chain[1:], strict=False):
+        for (_, new), (old, _) in itertools.pairwise(chain):
             assert old == new, f"{unit.id}: heard {chain}: each change leaves the state the last one entered"
         assert State(chain[-1][1]) in FINAL_STATES and chain[-1][1] == final[unit.id]
     for entity, kind in ((pilot.id, "pilot"), (du.id, "data_unit")):
         chain = by_entity[entity]
         assert chain[0][0] == starts[kind], chain
-        assert all(old == new for (_, new), (old, _) in zip(chain, chain[1:], strict=False)), chain
+        assert all(old == new for (_, new), (old, _) in itertools.pairwise(chain)), chain
     assert by_entity[pilot.id][-1][1] == "Canceled"
     assert by_entity[units[-2].id][-1] == ("Running", "Canceled")
     assert by_entity[units[-3].id][-1][1] == "Failed"
