@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import pilot
-from pilot import compute, descriptions, service, session, states
-from pilot.agent import runner
+from pilot import binding, compute, descriptions, service, session, states
+from pilot.agent import claims, runner
 from pilot.plugin import spec
 from pilot.plugin.manager import PluginManager
 
@@ -118,14 +118,24 @@ def test_quoted_defaults_match_the_code() -> None:
     guide, architecture = _read("user-guide.md"), _read("architecture.md")
     assert f"./{compute.DEFAULT_WORK_DIR}" in guide
     assert f"| `{session.DEFAULT_HEARTBEAT_TIMEOUT:g}` |" in guide
-    assert f"PREFETCH = {service.PREFETCH}" in architecture
-    assert f"{service.PLACE_EVERY * 1000:g} ms (`PLACE_EVERY`)" in architecture
+    assert f"`PLACE_EVERY = {service.PLACE_EVERY * 1000:g} ms`" in architecture
     assert f"every {runner.FLUSH_EVERY * 1000:g} ms (`FLUSH_EVERY`)" in architecture
     assert f"every {runner.FLUSH_BATCH} changes" in architecture
 
 
+def test_the_quoted_prefetch_bound_and_binding_timings_are_the_code() -> None:
+    architecture, hooks, guide = _read("architecture.md"), _read("hooks.md"), _read("user-guide.md")
+    for name in ("PREFETCH_PER_SLOT", "PREFETCH_SECONDS", "HOLD_SECONDS"):
+        assert f"`{name} = {getattr(binding, name):g}`" in architecture, name
+    assert f"`PREFETCH_PER_SLOT` ({binding.PREFETCH_PER_SLOT}) units per slot" in hooks
+    assert f"at most {binding.PREFETCH_PER_SLOT} units per slot" in guide
+    assert f"about {binding.PREFETCH_SECONDS * 1000:g} ms" in guide
+    assert f"`SERVICES_EVERY = {claims.SERVICES_EVERY:g}` s" in architecture
+    assert f"`PEERS_EVERY = {claims.PEERS_EVERY:g}` s" in architecture
+
+
 def test_the_transition_table_in_the_docs_is_the_code_table() -> None:
-    rows = re.findall(r"^\| (pilot|unit|data_unit) \| (\w+) \| ([\w, ]+) \|$", _read("architecture.md"), re.MULTILINE)
+    rows = re.findall(r"^\| (pilot|unit|data_unit|pilot_data) \| (\w+) \| ([\w, ]+) \|$", _read("architecture.md"), re.MULTILINE)
     documented = {(kind, old): {s.strip() for s in new.split(",")} for kind, old, new in rows}
     actual = {(kind.value, old.value): {s.value for s in new}
               for kind, table in states.TRANSITIONS.items() for old, new in table.items()}
