@@ -135,7 +135,8 @@ def test_the_quoted_prefetch_bound_and_binding_timings_are_the_code() -> None:
 
 
 def test_the_transition_table_in_the_docs_is_the_code_table() -> None:
-    rows = re.findall(r"^\| (pilot|unit|data_unit|pilot_data) \| (\w+) \| ([\w, ]+) \|$", _read("architecture.md"), re.MULTILINE)
+    rows = re.findall(r"^\| (pilot|unit|data_unit|pilot_data) \| (\w+) \| ([\w, ]+) \|$", _read("architecture.md"),
+                      re.MULTILINE)
     documented = {(kind, old): {s.strip() for s in new.split(",")} for kind, old, new in rows}
     actual = {(kind.value, old.value): {s.value for s in new}
               for kind, table in states.TRANSITIONS.items() for old, new in table.items()}
