@@ -5,6 +5,11 @@ bulk calls travel as few round trips (scripts over thousands of records, pipelin
 Every call is retried with jittered exponential backoff while the server is unreachable or
 loading (``PILOT_REDIS_RETRY_SECONDS``, default 60 s); writes carry an idempotency token, so a
 retry after a lost reply is not applied twice.
+
+Agents claim work in one script call (``claim_units``): their pilot's own units, then the plain
+units of their services' queues; the units with placement constraints wait in an index of their
+own (``cc:<cds>``) that ``find_units(constrained=True)`` reads, so the placement policy sees them
+without walking the plain queue. Indexes: see ``pilot_redis.scripts``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from redis.retry import Retry
 
 from pilot.errors import PilotError, StoreClosed
 from pilot.log import get_logger
-from pilot.states import State
+from pilot.states import ACTIVE_UNIT_STATES, QUEUED_UNIT_STATES, State
 from pilot.store import PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
 from pilot_redis import scripts
 from pilot_redis.codec import UNIT_DEFAULTS, decode_fields, decode_pilot, decode_unit, encode
@@ -31,8 +36,8 @@ from pilot_redis.config import RedisTarget, find_password, parse_url, remember_p
 T = TypeVar("T")
 RETRY_ENV = "PILOT_REDIS_RETRY_SECONDS"
 CHUNK = 1000  # records per script call or pipeline
-_ACTIVE = frozenset({"New", "Pending", "Staging", "Running"})
-_QUEUED = frozenset({"New", "Pending"})
+_ACTIVE = frozenset(s.value for s in ACTIVE_UNIT_STATES)
+_QUEUED = frozenset(s.value for s in QUEUED_UNIT_STATES)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
 
 
@@ -121,9 +126,11 @@ class RedisStore:
         except redis.RedisError as exc:
             raise PilotError(f"Redis store {self.url}: {exc}") from exc
 
-    def _script(self, name: str, *args: Any, token: bool = False) -> Any:
-        """Run a script with the prefix and (for writes) one idempotency token for all retries."""
-        argv = [self._p, uuid.uuid4().hex if token else "", *args]
+    def _script(self, name: str, *args: Any, token: bool | str = False) -> Any:
+        """Run a script with the prefix and (for writes) one idempotency token for all retries
+        (a new one, or the one given)."""
+        tok = token if isinstance(token, str) else uuid.uuid4().hex if token else ""
+        argv = [self._p, tok, *args]
         script = self._scripts[name]
         return self._call(lambda: script(args=argv))
 
@@ -292,7 +299,7 @@ class RedisStore:
         return [decode_unit(raw) for raw in self._hgetall([f"{self._p}u:{i}" for i in ids]) if raw]
 
     def _index(self, cds_id: str | None, pilot_id: str | None, states: Sequence[str] | None,
-               unbound: bool) -> str:
+               unbound: bool, constrained: bool) -> str:
         """The smallest index that holds every unit the filters can match."""
         active = states is not None and set(states) <= _ACTIVE
         queued = states is not None and set(states) <= _QUEUED
@@ -300,15 +307,16 @@ class RedisStore:
             return f"{self._p}pa:{pilot_id}" if active else f"{self._p}pu:{pilot_id}"
         if cds_id is not None:
             if unbound and queued:
-                return f"{self._p}cf:{cds_id}"
+                return f"{self._p}cc:{cds_id}" if constrained else f"{self._p}cf:{cds_id}"
             return f"{self._p}ca:{cds_id}" if active else f"{self._p}cu:{cds_id}"
         return f"{self._p}all"  # the core always filters by service or pilot: no index of its own
 
     def find_units(self, *, cds_id: str | None = None, pilot_id: str | None = None,
                    states: Sequence[State] | None = None, unbound: bool = False,
                    cancel_requested: bool = False, limit: int | None = None,
-                   fields: Sequence[str] | None = None) -> list[Record]:
-        """Units matching every filter, in submission order; only ``fields`` when given."""
+                   fields: Sequence[str] | None = None, constrained: bool = False) -> list[Record]:
+        """Units matching every filter, in submission order; only ``fields`` when given;
+        ``constrained``: only units with an affinity label or ``input_data``."""
         if fields is not None:
             unknown = set(fields) - set(UNIT_FIELDS)
             if unknown:
@@ -317,10 +325,10 @@ class RedisStore:
         wanted = None if states is None else _states(states)
         if limit is not None and int(limit) <= 0:
             return []
-        index = self._index(cds_id, pilot_id, wanted, unbound)
+        index = self._index(cds_id, pilot_id, wanted, unbound, constrained)
         raw = self._script("FIND_UNITS", index, cds_id or "", pilot_id or "",
                            "-" if wanted is None else ",".join(wanted), int(unbound), int(cancel_requested),
-                           -1 if limit is None else int(limit), *(fields or ()))
+                           -1 if limit is None else int(limit), int(constrained), *(fields or ()))
         if fields:
             return [decode_fields(values, fields, UNIT_DEFAULTS) for values in raw]
         return [decode_unit(flat) for flat in raw]
@@ -332,9 +340,10 @@ class RedisStore:
         sums = self._script("COUNT_ACTIVE", *pilot_ids)
         return {pid: int(total) for pid, total in zip(pilot_ids, sums, strict=True)}
 
-    def update_units(self, updates: Sequence[UnitUpdate]) -> list[str]:
-        """Apply conditional updates (atomic per chunk of 1000); return the ids where they applied."""
-        applied: list[str] = []
+    def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
+        """Apply conditional updates (atomic per chunk of 1000); return, for each unit where an
+        update applied, its state before the call, in the order of ``updates``."""
+        applied: dict[str, str] = {}
         for start in range(0, len(updates), CHUNK):
             args: list[Any] = [0]
             for update in updates[start:start + CHUNK]:
@@ -344,7 +353,9 @@ class RedisStore:
                 args += (update.id, update.pilot_id or "", *_expect(update.expect), len(pairs) // 2, *pairs,
                          len(deletes), *deletes)
                 args[0] += 1
-            applied += self._ids(self._script("UPDATE_UNITS", *args, token=True))
+            flat = self._ids(self._script("UPDATE_UNITS", *args, token=True))
+            for unit_id, old in zip(flat[::2], flat[1::2], strict=True):
+                applied.setdefault(unit_id, old)  # named in two chunks: the state before the first
         return applied
 
     def bind_units(self, bindings: Sequence[tuple[str, str]]) -> list[str]:
@@ -355,16 +366,31 @@ class RedisStore:
             bound += self._ids(self._script("BIND_UNITS", *flat, token=True))
         return bound
 
-    def unbind_units(self, pilot_id: str) -> list[str]:
-        """Hand the pilot's never-started service units back to their service."""
-        return self._ids(self._script("UNBIND_UNITS", pilot_id, token=True))
+    def unbind_units(self, pilot_id: str, ids: Sequence[str] | None = None) -> list[str]:
+        """Hand the pilot's never-started service units (only those in ``ids`` when given) back
+        to their service, unbound and unclaimed; return their ids."""
+        if ids is None:
+            return self._ids(self._script("UNBIND_UNITS", pilot_id, "*", token=True))
+        given: list[str] = []
+        for start in range(0, len(ids), CHUNK):
+            given += self._ids(self._script("UNBIND_UNITS", pilot_id, *ids[start:start + CHUNK], token=True))
+        return given
 
-    def claim_units(self, pilot_id: str, limit: int) -> list[Record]:
-        """Atomically claim up to ``limit`` queued units of the pilot, oldest first."""
+    def claim_units(self, pilot_id: str, limit: int, services: Sequence[str] = (),
+                    max_slots: int | None = None) -> list[Record]:
+        """Atomically claim up to ``limit`` Pending units, oldest first: the pilot's own, then
+        plain unbound units of ``services`` needing at most ``max_slots`` slots, bound to it."""
         if limit <= 0:
             return []
-        ids = self._ids(self._script("CLAIM_UNITS", pilot_id, int(limit), token=True))
-        return self.get_units(ids)
+        raw = self._script("CLAIM_UNITS", pilot_id, int(limit), -1 if max_slots is None else int(max_slots),
+                           scripts.CLAIM_SCAN, *dict.fromkeys(services), token=True)
+        return self._claimed(raw)
+
+    def _claimed(self, raw: Any) -> list[Record]:
+        """The records of a claim's answer: HGETALLs, or ids when a retry was answered from its token."""
+        if raw and not isinstance(raw[0], list):
+            return self.get_units(self._ids(raw))
+        return [decode_unit(flat) for flat in raw]
 
 
 def open_store(url: str) -> RedisStore:
