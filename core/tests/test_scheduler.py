@@ -4,6 +4,7 @@ its peers (``pilot.agent.claims``), and the agent's handling of its slot workers
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -133,7 +134,7 @@ def test_prefetch_follows_the_start_rate_within_its_bounds(session: Session, sto
     start = claimer._rate_at
     assert claimer.prefetch(start) == 2  # nothing started yet: one per slot
     claimer.count_started(40)  # 40 starts in 0.2 s: 200 /s
-    assert claimer.prefetch(start + 0.2) == max(2, round(0.5 * 200 * PREFETCH_SECONDS))
+    assert claimer.prefetch(start + 0.2) == max(2, math.ceil(0.5 * 200 * PREFETCH_SECONDS))  # 100 /s smoothed
     claimer.count_started(100_000)
     assert claimer.prefetch(start + 0.4) == 2 * PREFETCH_PER_SLOT
 

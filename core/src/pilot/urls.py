@@ -59,6 +59,10 @@ def redact(url: str) -> str:
 
 
 def scheme_of(url: str) -> str:
-    """The scheme of ``url``, lower case; a bare path has scheme ``file``."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    """The scheme of ``url``, lower case; a bare path has scheme ``file``. A malformed URL
+    (such as an unclosed ``[``) raises ``PilotError``."""
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise PilotError(f"malformed URL {redact(url)!r}: {exc}") from None
     return scheme or "file"

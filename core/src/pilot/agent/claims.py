@@ -69,7 +69,7 @@ class Claimer:
         if elapsed >= 0.1:
             self.rate = 0.5 * self.rate + 0.5 * self._started / elapsed
             self._started, self._rate_at = 0, now
-        return max(self.total, min(PREFETCH_PER_SLOT * self.total, math.ceil(self.rate * PREFETCH_SECONDS)))
+        return max(self.total, min(PREFETCH_PER_SLOT * self.total, math.ceil(self.rate * PREFETCH_SECONDS - 1e-6)))
 
     # --- where to take from -----------------------------------------------------------------
     def refresh_services(self, now: float) -> list[str]:
