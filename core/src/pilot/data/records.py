@@ -12,12 +12,17 @@ Data objects are service records (``put_service``/``update_service``):
   replica (``state``, ``place``, ``options``, ``datacenter``, ``machine``, ``reason``). One key
   per file and per replica, so concurrent writers (units adding outputs) never overwrite each
   other: ``update_service`` merges keys atomically.
+
+``ssh://localhost/path`` and ``ssh:///path`` (BigJob's usual way to name a file on this machine)
+are local paths here (``local_alias``); ``ssh://otherhost/path`` goes to the SFTP backend.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +34,28 @@ from pilot.states import State
 FILE = "file:"
 AT = "at:"
 MB = 1_000_000
+#: Hosts of an ``ssh://`` URL that mean this machine (with no user and no port in the URL).
+_THIS_HOST = frozenset(("", "localhost", "127.0.0.1", "::1"))
+
+
+def local_alias(url: str) -> str:
+    """The local path that ``url`` names when it is BigJob's ``ssh://localhost/path`` or
+    ``ssh:///path`` (also this host's name or a loopback address, with no user and no port;
+    ``/~/`` is the home directory); any other URL or path is returned unchanged."""
+    if url[:4].lower() != "ssh:":
+        return url
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return url  # malformed: the backend names the problem
+    host = (parts.hostname or "").lower()
+    if parts.username is not None or port is not None or not parts.path or parts.query:
+        return url
+    if host not in _THIS_HOST and host != socket.gethostname().lower():
+        return url
+    path = urllib.parse.unquote(parts.path)
+    return os.path.expanduser(path[1:]) if path == "/~" or path.startswith("/~/") else path
 
 
 def files_of(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -97,10 +124,11 @@ class Source:
     def __init__(self, session: Any, url: str) -> None:
         self.url = url
         self.name = transfer.base_name(url)
-        if transfer.is_local(url):
+        local = local_alias(url)
+        if transfer.is_local(local):
             from pilot.data.local import path_of
 
-            self.path: str | None = path_of(url)
+            self.path: str | None = path_of(local)
             self.info = transfer.local_info(self.path)
         else:
             self.path = None

@@ -9,6 +9,9 @@ Imported only when a unit or pilot has data keys, so units without them cost not
   (pilot sandbox), optionally ``.../relative/name``; the file keeps its name unless one is given;
 - output (units only, after success): ``"SUBJOB_WORK_DIR/<file or glob> > <url or path>"``; a
   destination ending in ``/`` is a directory.
+
+``ssh://localhost/path`` and ``ssh:///path`` (BigJob's way to name a local file) are local
+paths, on either side (``records.local_alias``).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class Stager:
             target = _under(base, dst)
             if target == base:
                 target = os.path.join(base, transfer.base_name(src))
+            src = records.local_alias(src)
             expected = transfer.local_info(_local(src)) if transfer.is_local(src) else None
             try:
                 transfer.get(self.session, src, target, {}, expected)
@@ -126,6 +130,7 @@ class Stager:
             src, dst, output = parse_transfer(spec)
             if not output:
                 continue
+            dst = records.local_alias(dst)
             matches = sorted(glob.glob(_under(sandbox, src))) if glob.has_magic(src) else [_under(sandbox, src)]
             if not matches:
                 raise PilotError(f"file_transfer {spec!r}: no file matches {src}")
