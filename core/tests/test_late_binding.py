@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,12 +153,13 @@ def test_a_canceled_pilot_gives_back_what_it_had_not_started() -> None:
     assert _pilots(rest) == {other.get_url(): 2}
 
 
-def test_a_killed_agent_loses_at_most_its_running_unit() -> None:
+def test_a_killed_agent_loses_at_most_its_running_unit(tmp_path: Path) -> None:
     pcs = PilotComputeService()
     victim, survivor = fork_pilot(pcs), fork_pilot(pcs)
     cds = ComputeDataService()
     cds.add_pilot_compute_service(pcs)
-    units = cds.submit_compute_units([{"executable": "/bin/sleep", "arguments": ["0.5"]}] * 10)
+    log = tmp_path / "ran.log"
+    units = cds.submit_compute_units([{"executable": f"echo u{n} >> {log}; sleep 0.5"} for n in range(10)])
     wait_for(lambda: any(u.get_state() == State.Running and u.get_details()["pilot"] == victim.get_url()
                          for u in units), 20, "a unit running on the victim")
     os.kill(int(victim._record()["agent_pid"]), signal.SIGKILL)
@@ -166,6 +168,9 @@ def test_a_killed_agent_loses_at_most_its_running_unit() -> None:
     assert states[State.Done] >= 9, states
     assert victim.get_state() == State.Failed
     assert sum(u.get_details()["pilot"] == survivor.get_url() for u in units) >= 5
+    ran = Counter(log.read_text().split())
+    assert max(ran.values()) == 1, f"a unit started twice: {ran}"
+    assert len(ran) == 10
 
 
 SUBMIT_AND_EXIT = """
