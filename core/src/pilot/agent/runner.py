@@ -142,7 +142,6 @@ class Agent:
                                         "host": host, "sandbox": sandbox, "reason": str(error),
                                         "exit_code": error.exit_code}, (State.Pending, State.Staging))
 
-
     # --- the loop -------------------------------------------------------------------------
     def start(self) -> bool:
         """Mark the pilot Running with its slots and hosts; False if it ended meanwhile."""
@@ -275,7 +274,15 @@ class Agent:
         except Exception as exc:
             self.log.warning("claim failed", error=str(exc))
             return 0
-        self.workers.add(claimed)
+        runnable = []
+        for rec in claimed:  # a unit given to this pilot directly may need more slots than it got
+            if int(rec["slots"]) > self.workers.total:
+                self.record(rec["id"], {"state": State.Failed, "finished": time.time(), "reason":
+                                        f"needs {rec['slots']} slots; the pilot has {self.workers.total}"},
+                            (State.Pending,))
+            else:
+                runnable.append(rec)
+        self.workers.add(runnable)
         return len(claimed)
 
     def claimer_chores(self, now: float) -> None:
