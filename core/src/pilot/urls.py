@@ -43,9 +43,15 @@ def parse(url: str, kind: str) -> ObjectUrl:
     return ObjectUrl(store_url, kind, object_id)
 
 
+#: Schemes where a user part without a colon is a password (BigJob's ``redis://PASSWORD@host``),
+#: so a user name keeps its colon when the password is taken out (``redis://alice:@host``).
+PASSWORD_ONLY_USERINFO = frozenset({"redis", "rediss"})
+
+
 def redact(url: str) -> str:
-    """``url`` without any password (``redis://:secret@h/0`` -> ``redis://h/0``); works on
-    malformed URLs too, so error messages can always show it."""
+    """``url`` without any password (``redis://:secret@h/0`` and BigJob's ``redis://secret@h/0``
+    -> ``redis://h/0``; ``redis://alice:secret@h`` -> ``redis://alice:@h``); works on malformed
+    URLs too, so error messages can always show it."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
@@ -53,8 +59,9 @@ def redact(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = urllib.parse.unquote(userinfo.partition(":")[0])
-    netloc = (f"{urllib.parse.quote(user, safe='')}@" if user else "") + hostport
+    redis_like = parts.scheme.lower() in PASSWORD_ONLY_USERINFO
+    user = "" if redis_like and ":" not in userinfo else urllib.parse.unquote(userinfo.partition(":")[0])
+    netloc = (f"{urllib.parse.quote(user, safe='')}{':' if redis_like else ''}@" if user else "") + hostport
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

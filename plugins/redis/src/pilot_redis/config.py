@@ -2,7 +2,9 @@
 
 URL form: ``redis://[[user]:password@]host[:port][/db][?prefix=name]`` (``rediss://`` for TLS).
 Port defaults to 6379, db to 0; ``prefix`` puts every key of the store under
-``pilot:<name>:`` so several stores share one database.
+``pilot:<name>:`` so several stores share one database. BigJob's form ``redis://password@host``
+(a user part without a colon) is a password, as BigJob read it; an ACL user whose password comes
+from elsewhere writes ``redis://user:@host``.
 
 The password never appears in the store's URL (``RedisStore.url`` is redacted, object URLs are
 built from it), so a process that only has that URL finds the password, in this order, in:
@@ -55,9 +57,9 @@ class RedisTarget:
 
     @property
     def url(self) -> str:
-        """The canonical URL, without the password."""
+        """The canonical URL, without the password (a user name keeps its colon: ``alice:@``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        user = f"{urllib.parse.quote(self.username, safe='')}:@" if self.username else ""  # the colon: a user
         query = f"?prefix={self.prefix}" if self.prefix else ""
         return f"{self.scheme}://{user}{host}:{self.port}/{self.db}{query}"
 
@@ -73,14 +75,22 @@ def parse_url(url: str) -> RedisTarget:
         raise PilotError("a Redis store URL must be a string", key="coordination_url")
     try:
         parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise PilotError(f"not a valid Redis store URL ({exc})", key="coordination_url") from None
+    if "@" in url and "@" not in parts.netloc:  # a '/', '?' or '#' in the password split the URL there
+        raise PilotError("not a valid Redis store URL: write '/', '?' and '#' in a password as %2F, %3F, %23",
+                         key="coordination_url")
+    try:
         port = parts.port or DEFAULT_PORT
         host, username, password = parts.hostname, parts.username, parts.password
+        if username is not None and ":" not in parts.netloc.rpartition("@")[0]:
+            username, password = None, username  # BigJob's redis://PASSWORD@host
     except ValueError as exc:
         raise PilotError(f"not a valid Redis store URL ({exc})", key="coordination_url") from None
     from pilot.urls import redact
 
     shown = redact(url) if "@" in url else url
-    expected = "expected redis://[:password@]host:port/db[?prefix=name]"
+    expected = "expected redis://[[user]:password@]host:port/db[?prefix=name]"
     if parts.scheme not in ("redis", "rediss") or not host or parts.fragment:
         raise PilotError(f"not a Redis store URL: {shown!r} ({expected})", key="coordination_url")
     db_text = parts.path.lstrip("/") or "0"
