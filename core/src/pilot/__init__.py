@@ -16,6 +16,8 @@ _PUBLIC = {
     "PilotCompute": "pilot.compute",
     "ComputeUnit": "pilot.compute",
     "ComputeDataService": "pilot.service",
+    "ComputeDataServiceCentral": "pilot.service",  # BigJob's names for ComputeDataService
+    "ComputeDataServiceDecentral": "pilot.service",
     "PilotDataService": "pilot.data.objects",
     "PilotData": "pilot.data.objects",
     "DataUnit": "pilot.data.objects",
@@ -27,9 +29,9 @@ _PUBLIC = {
     "DataUnitDescription": "pilot.descriptions",
 }
 __all__ = [
-    "ComputeDataService", "ComputeUnit", "ComputeUnitDescription", "DataUnit", "DataUnitDescription",
-    "PilotCompute", "PilotComputeDescription", "PilotComputeService", "PilotData", "PilotDataDescription",
-    "PilotDataService", "PilotError", "State", "version",
+    "ComputeDataService", "ComputeDataServiceCentral", "ComputeDataServiceDecentral", "ComputeUnit",
+    "ComputeUnitDescription", "DataUnit", "DataUnitDescription", "PilotCompute", "PilotComputeDescription",
+    "PilotComputeService", "PilotData", "PilotDataDescription", "PilotDataService", "PilotError", "State", "version",
 ]
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
         PilotDataDescription,
     )
     from pilot.errors import PilotError
-    from pilot.service import ComputeDataService
+    from pilot.service import ComputeDataService, ComputeDataServiceCentral, ComputeDataServiceDecentral
     from pilot.states import State
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from pilot import urls
 from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
 from pilot.errors import PilotError
-from pilot.handles import StoredObject, open_url
+from pilot.handles import StoredObject, UrlIdentity, open_url
 from pilot.lifecycle import cancel_pilot, cancel_units, fail_pilot, refresh_pilot
 from pilot.log import get_logger
 from pilot.plugin.types import PilotJobRequest
@@ -134,6 +134,10 @@ class ComputeUnit(StoredObject):
         sandbox: str | None = self._record().get("sandbox")
         return sandbox
 
+    def get_subjob(self) -> ComputeUnit:
+        """The unit itself (BigJob's handle on the job behind a unit)."""
+        return self
+
     def cancel(self) -> None:
         """Cancel: a queued unit ends at once, a running one is killed by its agent."""
         cancel_units(self._store, [self.id], self._session)  # observers hear it from there
@@ -200,6 +204,11 @@ class PilotCompute(StoredObject):
             "description": desc,
         }
 
+    @property
+    def pilot_compute_description(self) -> dict[str, Any]:
+        """The pilot's description as submitted (validated; a copy)."""
+        return dict(self._record().get("description") or {})
+
     def get_free_nodes(self) -> int:
         """Slots not held by an unfinished unit bound to this pilot."""
         rec = self._record()
@@ -242,7 +251,7 @@ class PilotCompute(StoredObject):
         cancel_pilot(self._session, self._store, self._record())  # observers hear it from there
 
 
-class PilotComputeService:
+class PilotComputeService(UrlIdentity):
     """Creates and owns pilots. ``coordination_url`` picks the store (default: embedded SQLite)."""
 
     def __init__(self, coordination_url: str | None = None, *, pcs_url: str | None = None,
@@ -306,9 +315,14 @@ class PilotComputeService:
         return pilot
 
     def list_pilots(self) -> list[PilotCompute]:
-        """The pilots of this service."""
+        """The pilots of this service (they compare equal to their URLs)."""
         return [PilotCompute(session=self._session, _store=self._store, _id=p["id"])
                 for p in self._store.pilots_of([self.id])]
+
+    @property
+    def pilot_computes(self) -> list[PilotCompute]:
+        """The pilots of this service (BigJob's attribute; ``list_pilots()``)."""
+        return self.list_pilots()
 
     def _live_records(self) -> list[Record]:
         return [p for p in self._store.pilots_of([self.id]) if State(p["state"]) in LIVE_PILOT_STATES]

@@ -22,7 +22,7 @@ from pilot.compute import (
 )
 from pilot.descriptions import ComputeUnitDescription, DataUnitDescription
 from pilot.errors import PilotError, StoreClosed
-from pilot.handles import open_url
+from pilot.handles import UrlIdentity, open_url
 from pilot.lifecycle import cancel_units, refresh_pilot, release_orphans
 from pilot.log import get_logger
 from pilot.session import Session, default_session
@@ -31,11 +31,12 @@ from pilot.store import Record
 from pilot.transitions import change_units
 
 if TYPE_CHECKING:
-    from pilot.data.objects import DataUnit, PilotDataService
+    from pilot.data.objects import DataUnit, PilotData, PilotDataService
 
 #: Seconds between two placement rounds of a client-side placer while units are being bound.
 PLACE_EVERY = 0.02
 _WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
+_DU_BUSY = (State.New.value, State.Pending.value)  # a data unit still being stored
 
 
 def pcs_children(store: Any, cds_id: str) -> list[str]:
@@ -69,34 +70,63 @@ def unrunnable_reason(store: Any, cds_id: str, units: Sequence[Record]) -> str |
     return None
 
 
-class ComputeDataService:
-    """Places compute units on the pilots of its services. Reconnect with ``cds_url``."""
+class ComputeDataService(UrlIdentity):
+    """Places compute units on the pilots of its services. Reconnect with ``cds_url``.
+
+    Its store is the one of ``cds_url`` or ``coordination_url`` when given; made without either,
+    it takes the store of the first service added to it (BigJob's rule), or the default store
+    when it is first needed before that (``submit_*``, ``get_url()``). Services on another store
+    are refused after that."""
 
     def __init__(self, cds_url: str | None = None, *, coordination_url: str | None = None,
                  session: Session | None = None) -> None:
+        self._bound: Any = None  # the store, once fixed
+        self._bind_lock = threading.Lock()
         if cds_url is not None:
-            self._session, self._store, self.id = open_url(cds_url, "cds", session)
-            record = self._store.get_service(self.id)
+            self._session, store, self.id = open_url(cds_url, "cds", session)
+            record = store.get_service(self.id)
             if record is None or record["kind"] != "cds":
-                raise PilotError(f"no compute data service {self.id} in {self._store.url}")
+                raise PilotError(f"no compute data service {self.id} in {store.url}")
+            self._bound = store
+            placement = record["data"].get("placement")
         else:
             self._session = session or default_session()
-            self._store = self._session.store(coordination_url)
             self.id = new_id("cds")
-            record = {"kind": "cds", "data": {"placement": "client" if custom_policy(self._session) else "agents"}}
-            self._store.put_service(self.id, "cds", record["data"])
+            placement = "client" if custom_policy(self._session) else "agents"
         #: Who binds this service's units: its pilots' agents, or this process (its own policy).
-        self.placement: str = record["data"].get("placement") or "agents"
+        self.placement: str = placement or "agents"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._placer: threading.Thread | None = None
         self._placer_lock = threading.Lock()
         self._log = get_logger(cds=self.id)
-        if self._store.children(self.id):
+        if coordination_url is not None and cds_url is None:
+            self._bind(self._session.store(coordination_url))
+        elif self._bound is not None and self._bound.children(self.id):
             self._start_placer()
 
     def __repr__(self) -> str:
         return f"<ComputeDataService {self.id}>"
+
+    def _bind(self, store: Any) -> Any:
+        """Fix this service's store to ``store`` (writing its record there) unless it is fixed
+        already; the store."""
+        with self._bind_lock:
+            if self._bound is None:
+                store.put_service(self.id, "cds", {"placement": self.placement})
+                self._bound = store
+            return self._bound
+
+    @property
+    def _store(self) -> Any:
+        """The service's store; fixed to the default store here if no service fixed it before."""
+        return self._bound if self._bound is not None else self._bind(self._session.store())
+
+    def _same_store(self, service: PilotComputeService | PilotDataService) -> None:
+        store = self._bind(service._store)
+        if service._store.url != store.url:
+            raise PilotError(f"{service!r} uses store {service._store.url}, this service {store.url} (a "
+                             "ComputeDataService uses one store: its URL's, else that of the first service added)")
 
     def get_url(self) -> str:
         """The URL that reconnects to this service, its pilot services and its units."""
@@ -105,8 +135,7 @@ class ComputeDataService:
     # --- services ---------------------------------------------------------------------------
     def add_pilot_compute_service(self, pcs: PilotComputeService) -> None:
         """Add a pilot compute service: its pilots (now and later) run this service's units."""
-        if pcs._store.url != self._store.url:
-            raise PilotError(f"{pcs!r} uses store {pcs._store.url}, this service {self._store.url}")
+        self._same_store(pcs)
         self._store.link(self.id, pcs.id)
         self._store.link(pcs.id, self.id)  # the agents of its pilots find this service's queue
         self._start_placer()
@@ -114,31 +143,43 @@ class ComputeDataService:
 
     def remove_pilot_compute_service(self, pcs: PilotComputeService) -> None:
         """Stop placing units on ``pcs``'s pilots (units already bound there stay)."""
-        self._store.unlink(self.id, pcs.id)
-        self._store.unlink(pcs.id, self.id)
+        if self._bound is not None:
+            self._bound.unlink(self.id, pcs.id)
+            self._bound.unlink(pcs.id, self.id)
+
+    def _children(self, prefix: str) -> list[str]:
+        """Ids linked under this service that start with ``prefix`` (none before its store is fixed)."""
+        return [] if self._bound is None else [c for c in self._bound.children(self.id) if c.startswith(prefix)]
 
     def list_pilot_compute_services(self) -> list[PilotComputeService]:
         """The pilot compute services of this service."""
         return [PilotComputeService(pcs_url=urls.make(self._store.url, "pcs", pcs_id), session=self._session)
-                for pcs_id in pcs_children(self._store, self.id)]
+                for pcs_id in self._children("pcs-")]
 
     # --- data -------------------------------------------------------------------------------
     def add_pilot_data_service(self, pds: PilotDataService) -> None:
         """Add a pilot data service: its PilotData hold this service's data units."""
-        if pds._store.url != self._store.url:
-            raise PilotError(f"{pds!r} uses store {pds._store.url}, this service {self._store.url}")
+        self._same_store(pds)
         self._store.link(self.id, pds.id)
 
     def remove_pilot_data_service(self, pds: PilotDataService) -> None:
         """Stop placing data units in ``pds``'s PilotData (stored data stays)."""
-        self._store.unlink(self.id, pds.id)
+        if self._bound is not None:
+            self._bound.unlink(self.id, pds.id)
 
     def list_pilot_data_services(self) -> list[PilotDataService]:
         """The pilot data services of this service."""
         from pilot.data.objects import PilotDataService
 
         return [PilotDataService(pds_url=urls.make(self._store.url, "pds", pds_id), session=self._session)
-                for pds_id in self._store.children(self.id) if pds_id.startswith("pds-")]
+                for pds_id in self._children("pds-")]
+
+    def list_pilot_data(self) -> list[PilotData]:
+        """The PilotData of this service's pilot data services (they compare equal to their URLs)."""
+        from pilot.data.objects import PilotData
+
+        return [PilotData(session=self._session, _store=self._store, _id=pd)
+                for pds in self._children("pds-") for pd in self._store.children(pds)]
 
     def submit_data_unit(self, data_unit_description: Mapping[str, Any] | DataUnitDescription) -> DataUnit:
         """Store a data unit in a PilotData of this service chosen by its labels (see
@@ -146,18 +187,26 @@ class ComputeDataService:
         from pilot.data.placement import choose_pilot_data
 
         desc = DataUnitDescription.from_dict(data_unit_description)
-        pds_ids = [c for c in self._store.children(self.id) if c.startswith("pds-")]
-        pd = choose_pilot_data(self._session, self._store, pds_ids, desc)
+        store = self._store
+        pd = choose_pilot_data(self._session, store, self._children("pds-"), desc)
         du: DataUnit = pd.submit_data_unit(desc)
-        self._store.link(self.id, du.id)
+        store.link(self.id, du.id)
         return du
 
     def list_data_units(self) -> list[DataUnit]:
-        """Every data unit submitted to this service."""
+        """Every data unit submitted to this service (they compare equal to their URLs)."""
         from pilot.data.objects import DataUnit
 
-        return [DataUnit(session=self._session, _store=self._store, _id=du)
-                for du in self._store.children(self.id) if du.startswith("du-")]
+        return [DataUnit(session=self._session, _store=self._store, _id=du) for du in self._children("du-")]
+
+    def get_data_unit(self, du_url: str) -> DataUnit | None:
+        """A data unit submitted to this service, by URL (or id); None when it is not one."""
+        from pilot.data.objects import DataUnit
+
+        du_id = du_url if "#" not in du_url else urls.parse(du_url, "data-unit").id
+        if du_id not in self._children("du-"):
+            return None
+        return DataUnit(session=self._session, _store=self._store, _id=du_id)
 
     # --- units ------------------------------------------------------------------------------
     def submit_compute_unit(self, compute_unit_description: Mapping[str, Any] | ComputeUnitDescription
@@ -170,51 +219,108 @@ class ComputeDataService:
         """Queue many units in one store round trip. All are validated before any is queued; a
         unit larger than every live pilot fails at once with the reason."""
         records = unit_records(compute_unit_descriptions, cds_id=self.id)
-        live = live_pilots(self._store, self.id)
+        store = self._store
+        live = live_pilots(store, self.id)
         if live:
             largest = max(int(p.get("slots") or 0) for p in live)
             for rec in records:
                 if rec["slots"] > largest:
                     rec.update(state=State.Failed, finished=time.time(),
                                reason=f"needs {rec['slots']} slots; the largest pilot of the service has {largest}")
-        self._store.insert_units(records)
+        store.insert_units(records)
         self._start_placer()
         self._wake.set()
-        return [ComputeUnit(session=self._session, _store=self._store, _id=r["id"]) for r in records]
+        return [ComputeUnit(session=self._session, _store=store, _id=r["id"]) for r in records]
 
     def list_compute_units(self) -> list[ComputeUnit]:
-        """Every unit submitted to this service."""
-        return [ComputeUnit(session=self._session, _store=self._store, _id=u["id"])
-                for u in self._store.find_units(cds_id=self.id)]
+        """Every unit submitted to this service (they compare equal to their URLs)."""
+        if self._bound is None:
+            return []
+        return [ComputeUnit(session=self._session, _store=self._bound, _id=u["id"])
+                for u in self._bound.find_units(cds_id=self.id)]
+
+    # --- state ------------------------------------------------------------------------------
+    def _pending_data_units(self, du_ids: Sequence[str]) -> list[str]:
+        """Those of ``du_ids`` still being stored (New or Pending)."""
+        return [r["id"] for r in self._store.get_services(du_ids) if r["data"].get("state") in _DU_BUSY]
+
+    def get_state(self) -> State:
+        """``New`` until work is submitted, ``Running`` while a unit is unfinished or a data unit
+        is being stored, ``Done`` when all have ended (``Running`` again on new work),
+        ``Canceled`` after ``cancel()``."""
+        if self._bound is None:
+            return State.New
+        record = self._bound.get_service(self.id)
+        if record is not None and record["data"].get("canceled"):
+            return State.Canceled
+        if self._bound.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=1, fields=("id",)):
+            return State.Running
+        dus = self._children("du-")
+        if self._pending_data_units(dus):
+            return State.Running
+        if dus or self._bound.find_units(cds_id=self.id, limit=1, fields=("id",)):
+            return State.Done
+        return State.New
+
+    def get_details(self) -> dict[str, Any]:
+        """Id, URL, state, placement, the URLs of its services, pilots, PilotData and data units,
+        and its compute units counted by state."""
+        store = self._store
+        pcs_ids = self._children("pcs-")
+        counts: dict[str, int] = {}
+        for unit in store.find_units(cds_id=self.id, fields=("state",)):
+            counts[unit["state"]] = counts.get(unit["state"], 0) + 1
+        return {
+            "id": self.id, "url": self.get_url(), "state": self.get_state(), "placement": self.placement,
+            "pilot_compute_services": [urls.make(store.url, "pcs", i) for i in pcs_ids],
+            "pilot_data_services": [urls.make(store.url, "pds", i) for i in self._children("pds-")],
+            "pilots": [urls.make(store.url, "pilot", p["id"]) for p in store.pilots_of(pcs_ids)],
+            "pilot_data": [pd.get_url() for pd in self.list_pilot_data()],
+            "data_units": [urls.make(store.url, "data-unit", i) for i in self._children("du-")],
+            "compute_units": counts,
+        }
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait until every unit of this service is final. Raises ``PilotError`` naming the units
-        when queued units can never run, ``TimeoutError`` after ``timeout`` s."""
+        """Wait until every compute unit of this service is final and every data unit is stored
+        (``Running``) or final. Raises ``PilotError`` naming the units when queued units can
+        never run, ``TimeoutError`` after ``timeout`` s."""
+        if self._bound is None:
+            return  # nothing was ever submitted
+        store = self._bound
         self._start_placer()
         checked = [0.0]
+        units_done = [False]
+        data_units = self._children("du-")
 
-        def all_final() -> bool | None:
+        def units_final() -> bool:
             check = time.monotonic() - checked[0] > 0.5
             # units still queued in the service come from the index in order; only when there are
             # none does it list the active units (a listing the store must sort)
-            active = self._store.find_units(cds_id=self.id, states=[State.Pending], unbound=True,
-                                            limit=100 if check else 1, fields=_WAIT_FIELDS)
+            active = store.find_units(cds_id=self.id, states=[State.Pending], unbound=True,
+                                      limit=100 if check else 1, fields=_WAIT_FIELDS)
             if active and not check:
-                return None
+                return False
             if not active:
-                active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=100,
-                                                fields=_WAIT_FIELDS)
+                active = store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, limit=100, fields=_WAIT_FIELDS)
                 if not active:
                     return True
             if check:
                 checked[0] = time.monotonic()
-                live_pilots(self._store, self.id, self._session)  # finds dead pilots
-                reason = unrunnable_reason(self._store, self.id, active)
+                live_pilots(store, self.id, self._session)  # finds dead pilots
+                reason = unrunnable_reason(store, self.id, active)
                 if reason:
                     stuck = [u["id"] for u in active if u.get("pilot_id") is None]
                     shown = ", ".join(stuck[:10]) + (f" and {len(stuck) - 10} more" if len(stuck) > 10 else "")
                     raise PilotError(f"{len(stuck)} queued units can never run ({shown}): {reason}")
-            return None
+            return False
+
+        def all_final() -> bool | None:
+            units_done[0] = units_done[0] or units_final()
+            if not units_done[0]:
+                return None
+            if data_units:
+                data_units[:] = self._pending_data_units(data_units)
+            return None if data_units else True
 
         poll_until(all_final, timeout, f"the units of {self.id}")
 
@@ -222,14 +328,18 @@ class ComputeDataService:
         """Cancel this service's unfinished units and the pilots of its services."""
         self._stop.set()
         self._wake.set()
-        active = self._store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, fields=("id",))
-        cancel_units(self._store, [u["id"] for u in active], self._session)
+        store = self._bound
+        if store is None:
+            return  # nothing was ever submitted or added
+        store.update_service(self.id, {"canceled": time.time()})  # its state is derived: see get_state
+        active = store.find_units(cds_id=self.id, states=ACTIVE_UNIT_STATES, fields=("id",))
+        cancel_units(store, [u["id"] for u in active], self._session)
         for pcs in self.list_pilot_compute_services():
             pcs.cancel()
 
     # --- placement (only where this process's session has a policy of its own) ----------------
     def _start_placer(self) -> None:
-        if self.placement != "client":
+        if self.placement != "client" or self._bound is None:
             return
         with self._placer_lock:
             if self._stop.is_set() or (self._placer is not None and self._placer.is_alive()):
@@ -267,3 +377,8 @@ class ComputeDataService:
         change_units(self._store, failed, self._session)
         bound = self._store.bind_units(bindings) if bindings else []
         return len(bound), len(queued) > len(bound)
+
+
+#: BigJob's two ComputeDataService implementations are this one.
+ComputeDataServiceDecentral = ComputeDataService
+ComputeDataServiceCentral = ComputeDataService

@@ -17,7 +17,7 @@ from pilot.data import records as rec
 from pilot.data import transfer
 from pilot.descriptions import DataUnitDescription, PilotDataDescription
 from pilot.errors import PilotError
-from pilot.handles import StoredObject, open_url
+from pilot.handles import StoredObject, UrlIdentity, open_url
 from pilot.log import get_logger
 from pilot.session import Session, default_session
 from pilot.states import Kind, State
@@ -80,9 +80,18 @@ class DataUnit(StoredObject):
                 for name, entry in sorted(rec.files_of(data).items())}
 
     def list_pilot_data(self) -> builtins.list[PilotData]:
-        """The PilotData holding a complete replica."""
+        """The PilotData holding a complete replica (they compare equal to their URLs)."""
         return [PilotData(session=self._session, _store=self._store, _id=pd)
                 for pd in rec.complete_replicas(self._data())]
+
+    def get_pilot_data(self) -> builtins.list[PilotData]:
+        """The PilotData holding a complete replica (BigJob's name for ``list_pilot_data()``)."""
+        return self.list_pilot_data()
+
+    def add_pilot_data(self, pilot_data: PilotData) -> None:
+        """Replicate this data unit into ``pilot_data`` (in the background, as BigJob did; the
+        same as ``pilot_data.submit_data_unit(data_unit=self)``)."""
+        pilot_data.submit_data_unit(data_unit=self)
 
     def add_files(self, file_urls: Sequence[str]) -> builtins.list[str]:
         """Add files (local paths or backend URLs) to every replica; returns their names. A
@@ -146,14 +155,14 @@ class PilotData(StoredObject):
                 "description": data["description"]}
 
     def list_data_units(self) -> list[DataUnit]:
-        """The data units with a replica here."""
+        """The data units with a replica here (they compare equal to their URLs)."""
         return [DataUnit(session=self._session, _store=self._store, _id=d) for d in self._store.children(self.id)]
 
-    def get_du(self, du_url: str) -> DataUnit:
-        """One data unit of this PilotData, by URL (or id)."""
+    def get_du(self, du_url: str) -> DataUnit | None:
+        """One data unit of this PilotData, by URL (or id); None when it has no replica here."""
         du_id = du_url if "#" not in du_url else urls.parse(du_url, "data-unit").id
         if du_id not in self._store.children(self.id):
-            raise PilotError(f"data unit {du_id} has no replica in PilotData {self.id}")
+            return None
         return DataUnit(session=self._session, _store=self._store, _id=du_id)
 
     def submit_data_unit(self, data_unit_description: Mapping[str, Any] | DataUnitDescription | None = None, *,
@@ -243,7 +252,7 @@ class PilotData(StoredObject):
             self._session.data_backend(data["place"]).remove(data["place"], data.get("options") or {})
 
 
-class PilotDataService:
+class PilotDataService(UrlIdentity):
     """Creates and owns PilotData. ``coordination_url`` picks the store (default: embedded)."""
 
     def __init__(self, coordination_url: str | None = None, *, pds_url: str | None = None,
@@ -284,8 +293,15 @@ class PilotDataService:
         return PilotData(session=self._session, _store=self._store, _id=pd_id)
 
     def list_pilots(self) -> list[PilotData]:
-        """The PilotData of this service."""
+        """The PilotData of this service (they compare equal to their URLs)."""
         return [PilotData(session=self._session, _store=self._store, _id=pd) for pd in self._store.children(self.id)]
+
+    def get_pilot(self, pd_url: str) -> PilotData | None:
+        """One PilotData of this service, by URL (or id); None when it is not this service's."""
+        pd_id = pd_url if "#" not in pd_url else urls.parse(pd_url, "pilot-data").id
+        if pd_id not in self._store.children(self.id):
+            return None
+        return PilotData(session=self._session, _store=self._store, _id=pd_id)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until no transfer into any PilotData of this service is under way."""
