@@ -1,8 +1,8 @@
-"""Descriptions: built from dicts, validated with errors that name the key, frozen."""
+"""Descriptions: dicts, validated (errors name the key) into read-only copies. The BigJob ways of
+writing them are in ``test_descriptions_bigjob.py``."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -27,9 +27,9 @@ CUD = {"executable": "/bin/date", "arguments": ["-u", "+%s"], "environment": ["T
        "output_data": [{"sqlite:///s#data-unit/du-2": ["*.out", "log/*"]}],
        "file_transfer": ["/etc/hosts > SUBJOB_WORK_DIR"], "affinity_datacenter_label": "dc1",
        "affinity_machine_label": "m1", "walltime": 0.5, "name": "date-1", "restartable": True}
-PDD = {"service_url": "file:///tmp/pd", "size": 100, "affinity_datacenter_label": "dc1",
+PDD = {"service_url": "file:///tmp/pd", "size": 100, "number_of_replicas": 2, "affinity_datacenter_label": "dc1",
        "affinity_machine_label": "m1", "extra": {"mode": "0700"}}
-DUD = {"file_urls": ["/etc/hosts", "file:///etc/passwd"], "affinity_datacenter_label": "dc1",
+DUD = {"file_urls": ["/etc/hosts", "file:///etc/passwd"], "number_of_replicas": 1, "affinity_datacenter_label": "dc1",
        "affinity_machine_label": "m1", "name": "inputs"}
 TYPES: list[tuple[Any, dict[str, Any]]] = [
     (PilotComputeDescription, PCD), (ComputeUnitDescription, CUD), (PilotDataDescription, PDD),
@@ -59,8 +59,10 @@ def test_values_are_read_as_given() -> None:
     assert dict(cud.environment) == {"TZ": "UTC", "A": "b=c"}
     assert cud.output_data == ({"sqlite:///s#data-unit/du-2": ("*.out", "log/*")},)
     assert (cud.walltime, cud.restartable, cud.name) == (0.5, True, "date-1")
-    assert PilotDataDescription.from_dict(PDD).size == 100.0
+    assert (PilotDataDescription.from_dict(PDD).size, PilotDataDescription.from_dict(PDD).number_of_replicas) == (
+        100.0, 2)
     assert DataUnitDescription.from_dict(DUD).file_urls == ("/etc/hosts", "file:///etc/passwd")
+    assert DataUnitDescription.from_dict(DUD).number_of_replicas == 1
 
 
 def test_defaults() -> None:
@@ -73,6 +75,27 @@ def test_defaults() -> None:
     assert DataUnitDescription.from_dict({}).file_urls == ()
     empty = DataUnitDescription.from_dict({"file_urls": []})
     assert DataUnitDescription.from_dict(empty.to_dict()) == empty
+
+
+def test_to_dict_gives_the_keys_set_and_the_defaults_that_are_not_none() -> None:
+    """What is stored for a unit or a pilot: the same dict as when descriptions were dataclasses."""
+    assert ComputeUnitDescription.from_dict({"executable": "/bin/true"}).to_dict() == {
+        "executable": "/bin/true", "arguments": [], "output": "stdout.txt", "error": "stderr.txt",
+        "number_of_processes": 1, "spmd_variation": "single", "input_data": [], "output_data": [],
+        "file_transfer": [], "restartable": False}
+    assert ComputeUnitDescription.from_dict({"executable": "x", "environment": {}, "name": None}).to_dict() == \
+        ComputeUnitDescription.from_dict({"executable": "x"}).to_dict()
+    assert PilotComputeDescription.from_dict({"service_url": "fork://localhost"}).to_dict() == {
+        "service_url": "fork://localhost", "number_of_processes": 1, "file_transfer": []}
+    assert PilotComputeDescription.from_dict({"resource": "site"}).to_dict() == {
+        "service_url": "", "resource": "site", "number_of_processes": 1, "file_transfer": []}
+    assert PilotDataDescription.from_dict({"service_url": "/tmp/pd", "extra": {}}).to_dict() == {
+        "service_url": "/tmp/pd"}
+    assert DataUnitDescription.from_dict({}).to_dict() == {"file_urls": []}
+    out = CUD.copy()
+    del out["environment"]
+    assert ComputeUnitDescription.from_dict(CUD).to_dict() == {
+        **out, "environment": {"TZ": "UTC", "A": "b=c"}}
 
 
 def test_the_seed_example_description() -> None:
@@ -111,18 +134,25 @@ def test_unknown_key_without_a_close_one_lists_the_known_keys() -> None:
     (ComputeUnitDescription, {"executable": "x", "arguments": "-l -a"}, "arguments"),
     (ComputeUnitDescription, {"executable": "x", "arguments": [None]}, "arguments"),
     (ComputeUnitDescription, {"executable": "x", "arguments": [True]}, "arguments"),
-    (ComputeUnitDescription, {"executable": "x", "number_of_processes": "4"}, "number_of_processes"),
+    (ComputeUnitDescription, {"executable": "x", "number_of_processes": "four"}, "number_of_processes"),
+    (ComputeUnitDescription, {"executable": "x", "number_of_processes": "4.0"}, "number_of_processes"),
+    (ComputeUnitDescription, {"executable": "x", "number_of_processes": "0"}, "number_of_processes"),
+    (ComputeUnitDescription, {"executable": "x", "number_of_processes": None, "total_core_count": "x"},
+     "total_core_count"),
     (ComputeUnitDescription, {"executable": "x", "number_of_processes": 2.0}, "number_of_processes"),
     (ComputeUnitDescription, {"executable": "x", "number_of_processes": True}, "number_of_processes"),
     (ComputeUnitDescription, {"executable": "x", "number_of_processes": 0}, "number_of_processes"),
     (ComputeUnitDescription, {"executable": "x", "environment": "A=1"}, "environment"),
     (ComputeUnitDescription, {"executable": "x", "environment": ["A"]}, "environment"),
     (ComputeUnitDescription, {"executable": "x", "environment": ["=1"]}, "environment"),
-    (ComputeUnitDescription, {"executable": "x", "environment": {"A": None}}, "environment"),
+    (ComputeUnitDescription, {"executable": "x", "environment": {"": "x"}}, "environment"),
     (ComputeUnitDescription, {"executable": "x", "environment": {"1A": "x"}}, "environment"),
     (ComputeUnitDescription, {"executable": "x", "environment": {"A-B": "x"}}, "environment"),
     (ComputeUnitDescription, {"executable": "x", "spmd_variation": "openmp"}, "spmd_variation"),
-    (ComputeUnitDescription, {"executable": "x", "walltime": "10"}, "walltime"),
+    (ComputeUnitDescription, {"executable": "x", "walltime": "10 min"}, "walltime"),
+    (ComputeUnitDescription, {"executable": "x", "walltime": "nan"}, "walltime"),
+    (ComputeUnitDescription, {"executable": "x", "walltime": "0"}, "walltime"),
+    (ComputeUnitDescription, {"executable": "x", "walltime": [10]}, "walltime"),
     (ComputeUnitDescription, {"executable": "x", "walltime": 0}, "walltime"),
     (ComputeUnitDescription, {"executable": "x", "walltime": float("inf")}, "walltime"),
     (ComputeUnitDescription, {"executable": "x", "input_data": "du"}, "input_data"),
@@ -136,6 +166,9 @@ def test_unknown_key_without_a_close_one_lists_the_known_keys() -> None:
     (PilotComputeDescription, {"service_url": "fork://", "queue": 3}, "queue"),
     (PilotDataDescription, {"service_url": "/tmp", "size": -1}, "size"),
     (PilotDataDescription, {"service_url": "/tmp", "size": "1GB"}, "size"),
+    (PilotDataDescription, {"service_url": "/tmp", "size": "-1"}, "size"),
+    (PilotDataDescription, {"service_url": "/tmp", "number_of_replicas": 0}, "number_of_replicas"),
+    (DataUnitDescription, {"number_of_replicas": "two"}, "number_of_replicas"),
     (DataUnitDescription, {"file_urls": "/etc/hosts"}, "file_urls"),
     (DataUnitDescription, {"file_urls": [1]}, "file_urls"),
 ])
@@ -182,19 +215,37 @@ def test_wall_time_limit_is_an_alias_of_walltime() -> None:
     assert info.value.key == "wall_time_limit"
 
 
-def test_descriptions_are_frozen() -> None:
+def test_validated_descriptions_are_read_only() -> None:
     cud = ComputeUnitDescription.from_dict({"executable": "x", "environment": {"A": "1"}, "arguments": ["a"]})
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cud.executable = "/bin/rm"  # type: ignore[misc]
+    with pytest.raises(PilotError, match="read-only"):
+        cud.executable = "/bin/rm"
+    with pytest.raises(PilotError, match="read-only"):
+        cud["executable"] = "/bin/rm"
+    for change in (lambda: cud.update(executable="/bin/rm"), lambda: cud.pop("executable"), cud.clear,
+                   cud.popitem, lambda: cud.setdefault("name", "n"), lambda: cud.__delitem__("executable"),
+                   lambda: cud.__delattr__("executable")):
+        with pytest.raises(PilotError, match="read-only"):
+            change()
     with pytest.raises(TypeError):
         cud.environment["A"] = "2"  # type: ignore[index]
     with pytest.raises(AttributeError):
         cud.arguments.append("b")  # type: ignore[attr-defined]
+    assert cud.to_dict()["executable"] == "x"
     pcd = PilotComputeDescription.from_dict({"service_url": "fork://", "extra": {"k": "v"}})
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        pcd.number_of_processes = 64  # type: ignore[misc]
+    with pytest.raises(PilotError, match="read-only"):
+        pcd.number_of_processes = 64
     with pytest.raises(TypeError):
         pcd.extra["k"] = "w"  # type: ignore[index]
+
+
+def test_an_editable_copy_of_a_validated_description() -> None:
+    """``Cls(desc)`` is a plain, editable description again; validating it gives an equal one."""
+    cud = ComputeUnitDescription.from_dict({"executable": "x", "environment": {"A": "1"}})
+    copy = ComputeUnitDescription(cud)
+    copy.executable = "y"
+    assert cud.executable == "x"
+    assert ComputeUnitDescription.from_dict(copy) == ComputeUnitDescription.from_dict({**cud.to_dict(),
+                                                                                      "executable": "y"})
 
 
 def test_input_dict_is_copied() -> None:
@@ -204,8 +255,16 @@ def test_input_dict_is_copied() -> None:
     cud = ComputeUnitDescription.from_dict(data)
     env["A"] = "2"
     data["arguments"].append("b")  # type: ignore[attr-defined]
+    data["executable"] = "y"
     assert dict(cud.environment) == {"A": "1"}
     assert cud.arguments == ("a",)
+    assert cud.executable == "x"
+    nested = {"gres": ["gpu:1"], "opts": {"a": ["b"]}}
+    pcd = PilotComputeDescription.from_dict({"service_url": "fork://", "extra": nested})
+    nested["gres"].append("gpu:2")
+    nested["opts"]["a"].append("c")  # type: ignore[index]
+    assert dict(pcd.extra) == {"gres": ["gpu:1"], "opts": {"a": ["b"]}}
+    assert pcd.to_dict()["extra"] == {"gres": ["gpu:1"], "opts": {"a": ["b"]}}
 
 
 def test_environment_as_dict_or_list() -> None:
@@ -225,3 +284,57 @@ def test_arguments_with_numbers() -> None:
 def test_walltime_may_be_a_fraction_of_a_minute() -> None:
     assert ComputeUnitDescription.from_dict({"executable": "x", "walltime": 0.5}).walltime == 0.5
     assert PilotComputeDescription.from_dict({"service_url": "fork://", "walltime": 2}).walltime == 2.0
+
+
+@pytest.mark.parametrize(("cls", "data", "key"), [
+    (PilotComputeDescription, {"service_url": "fork://", "queue": "debug\n#SBATCH --x"}, "queue"),
+    (PilotComputeDescription, {"service_url": "fork://", "project": "p\r"}, "project"),
+    (PilotComputeDescription, {"service_url": "fork://", "allocation": "p\n"}, "allocation"),
+    (PilotComputeDescription, {"service_url": "fork://", "reservation": "\x1b[0m"}, "reservation"),
+    (PilotComputeDescription, {"service_url": "fork://", "working_directory": "/a\nb"}, "working_directory"),
+    (PilotComputeDescription, {"service_url": "fork://", "extra": {"slurm.qos": "x\ny"}}, "extra"),
+    (PilotComputeDescription, {"service_url": "fork://", "extra": {"a\tb": 1}}, "extra"),
+    (PilotComputeDescription, {"service_url": "fork://", "extra": {"a": ["ok", {"b": "\x85"}]}}, "extra"),
+    (PilotComputeDescription, {"service_url": "fork://", "environment": {"A": "1\n2"}}, "environment"),
+    (PilotComputeDescription, {"service_url": "fork://", "environment": ["A=1\r"]}, "environment"),
+    (ComputeUnitDescription, {"executable": "x", "environment": {"A": "x\x00"}}, "environment"),
+    (ComputeUnitDescription, {"executable": "x", "working_directory": "w\n"}, "working_directory"),
+    (ComputeUnitDescription, {"executable": "x", "output": "o\n.txt"}, "output"),
+    (ComputeUnitDescription, {"executable": "x", "error": "\x7f"}, "error"),
+    (ComputeUnitDescription, {"executable": "x", "input": "i\x00"}, "input"),
+])
+def test_control_characters_where_they_reach_a_script_or_a_path(cls: Any, data: dict[str, Any], key: str) -> None:
+    with pytest.raises(PilotError, match=r"control characters|NUL") as info:
+        cls.from_dict(data)
+    assert info.value.key is not None and info.value.key.startswith(key)
+
+
+@pytest.mark.parametrize(("cls", "data", "key"), [
+    (ComputeUnitDescription, {"executable": "/bin/echo\x00"}, "executable"),
+    (ComputeUnitDescription, {"executable": "x", "arguments": ["a\x00b"]}, "arguments"),
+    (ComputeUnitDescription, {"executable": "x", "arguments": ["\ud800"]}, "arguments"),
+    (ComputeUnitDescription, {"executable": "x", "name": "\udfff"}, "name"),
+    (ComputeUnitDescription, {"executable": "x", "input_data": ["du\x00"]}, "input_data"),
+    (PilotComputeDescription, {"service_url": "fork://\x00"}, "service_url"),
+    (DataUnitDescription, {"file_urls": ["/etc/\x00hosts"]}, "file_urls"),
+])
+def test_every_string_is_utf8_text_without_nul(cls: Any, data: dict[str, Any], key: str) -> None:
+    with pytest.raises(PilotError, match=r"NUL|UTF-8") as info:
+        cls.from_dict(data)
+    assert info.value.key == key
+
+
+def test_other_fields_may_hold_newlines_and_any_text() -> None:
+    """Arguments, names and environment names are not restricted beyond UTF-8 without NUL."""
+    cud = ComputeUnitDescription.from_dict({"executable": "python3", "arguments": ["-c", "print(1)\nprint(2)"],
+                                            "name": "tab\there", "output": "résumé 📄.txt",
+                                            "environment": {"LANG": "fr_FR.UTF-8 é"}})
+    assert cud.arguments[1] == "print(1)\nprint(2)"
+    assert cud.output == "résumé 📄.txt"
+
+
+def test_an_environment_value_is_never_shown_in_an_error() -> None:
+    with pytest.raises(PilotError) as info:
+        ComputeUnitDescription.from_dict({"executable": "x", "environment": {"TOKEN": "s3cr3t\nvalue"}})
+    assert "s3cr3t" not in str(info.value)
+    assert "'TOKEN'" in str(info.value)
