@@ -183,13 +183,19 @@ class ComputeDataService(UrlIdentity):
 
     def submit_data_unit(self, data_unit_description: Mapping[str, Any] | DataUnitDescription) -> DataUnit:
         """Store a data unit in a PilotData of this service chosen by its labels (see
-        ``pilot.data.placement``); returns at once, ``du.wait()`` waits for the transfer."""
-        from pilot.data.placement import choose_pilot_data
+        ``pilot.data.placement``), and in as many more as its ``number_of_replicas`` asks;
+        returns at once, ``du.wait()`` waits for the transfers."""
+        from pilot.data.placement import choose_pilot_data, replica_targets
 
         desc = DataUnitDescription.from_dict(data_unit_description)
         store = self._store
-        pd = choose_pilot_data(self._session, store, self._children("pds-"), desc)
-        du: DataUnit = pd.submit_data_unit(desc)
+        pds_ids = self._children("pds-")
+        pd = choose_pilot_data(self._session, store, pds_ids, desc)
+        more = replica_targets(self._session, store, pds_ids, desc, pd.id,
+                               (pd.get_details().get("description") or {}).get("number_of_replicas"))
+        du: DataUnit = pd.submit_data_unit(desc, replicate=False)
+        for other in more:
+            other.submit_data_unit(data_unit=du)
         store.link(self.id, du.id)
         return du
 

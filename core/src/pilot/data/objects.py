@@ -166,9 +166,11 @@ class PilotData(StoredObject):
         return DataUnit(session=self._session, _store=self._store, _id=du_id)
 
     def submit_data_unit(self, data_unit_description: Mapping[str, Any] | DataUnitDescription | None = None, *,
-                         data_unit: DataUnit | None = None) -> DataUnit:
-        """Store a new data unit here, or (``data_unit=du``) replicate an existing one here.
-        Returns at once; the transfer runs in the background (``du.wait()``)."""
+                         data_unit: DataUnit | None = None, replicate: bool = True) -> DataUnit:
+        """Store a new data unit here, or (``data_unit=du``) replicate an existing one here. A
+        new unit's ``number_of_replicas`` (else this PilotData's) more than one also replicates
+        it into other live PilotData of this service (with ``replicate``). Returns at once; the
+        transfers run in the background (``du.wait()``)."""
         pd = self._data()
         if pd["state"] != State.Running:
             raise PilotError(f"PilotData {self.id} is {pd['state']}: it takes no more data")
@@ -177,6 +179,12 @@ class PilotData(StoredObject):
         if data_unit_description is None:
             raise PilotError("submit_data_unit needs a description or data_unit=")
         desc = DataUnitDescription.from_dict(data_unit_description)
+        more: list[PilotData] = []
+        if replicate:
+            from pilot.data.placement import replica_targets
+
+            more = replica_targets(self._session, self._store, [pd["pds_id"]], desc, self.id,
+                                   (pd.get("description") or {}).get("number_of_replicas"))
         items = rec.sources(self._session, desc.file_urls)
         rec.check_room(self._store, self.id, pd, sum(i.info.size for i in items))
         du_id = new_id("du")
@@ -187,7 +195,10 @@ class PilotData(StoredObject):
         self._store.link(self.id, du_id)
         transition(self._store, Kind.data_unit, [du_id], State.Pending, session=self._session)
         _background(self._store_new, du_id, pd, items)
-        return DataUnit(session=self._session, _store=self._store, _id=du_id)
+        du = DataUnit(session=self._session, _store=self._store, _id=du_id)
+        for other in more:
+            other.submit_data_unit(data_unit=du)
+        return du
 
     def _store_new(self, du_id: str, pd: dict[str, Any], items: list[rec.Source]) -> None:
         replica = rec.replica_entry(self.id, pd, State.Running)

@@ -42,6 +42,32 @@ def choose_pilot_data(session: Any, store: Any, pds_ids: Sequence[str], desc: Da
     return PilotData(session=session, _store=store, _id=chosen["id"])
 
 
+def replica_targets(session: Any, store: Any, pds_ids: Sequence[str], desc: DataUnitDescription,
+                    first_pd: str, default: int | None = None) -> list[Any]:
+    """The further PilotData a new DU is replicated into, so that ``number_of_replicas`` (the
+    DU's, else ``default``: its PilotData's) hold it: live PilotData of the services other than
+    ``first_pd``, those matching the DU's labels first, most room first. ``PilotError`` when
+    there are not enough."""
+    from pilot.data.objects import PilotData
+
+    wanted = (desc.number_of_replicas or default or 1) - 1
+    if wanted <= 0:
+        return []
+    pd_ids = [pd for pds in pds_ids for pd in store.children(pds) if pd != first_pd]
+    live = [r for r in store.get_services(pd_ids) if r["data"].get("state") == State.Running]
+    if len(live) < wanted:
+        raise PilotError(f"number_of_replicas is {wanted + 1} but only {len(live) + 1} live PilotData can hold "
+                         "this data unit", key="number_of_replicas")
+    want = (desc.affinity_datacenter_label, desc.affinity_machine_label)
+
+    def order(r: Record) -> tuple[bool, float]:
+        size = r["data"].get("size")
+        room = float("inf") if size is None else size - records.used_bytes(store, r["id"])
+        return (not _matches(want, (r["data"].get("datacenter"), r["data"].get("machine"))), -room)
+
+    return [PilotData(session=session, _store=store, _id=r["id"]) for r in sorted(live, key=order)[:wanted]]
+
+
 def input_data_views(session: Any, store: Any, units: Sequence[Record]) -> dict[str, tuple[Any, list[Labels]]]:
     """For each unit with ``input_data``: ``(ready, labels)``. ``ready`` is True when every DU
     is stored (Running), False while one is being stored, or a reason string when one can never
