@@ -192,7 +192,7 @@ class ComputeDataService(UrlIdentity):
         pds_ids = self._children("pds-")
         pd = choose_pilot_data(self._session, store, pds_ids, desc)
         more = replica_targets(self._session, store, pds_ids, desc, pd.id,
-                               (pd.get_details().get("description") or {}).get("number_of_replicas"))
+                               default=(pd.get_details().get("description") or {}).get("number_of_replicas"))
         du: DataUnit = pd.submit_data_unit(desc, replicate=False)
         for other in more:
             other.submit_data_unit(data_unit=du)

@@ -184,7 +184,7 @@ class PilotData(StoredObject):
             from pilot.data.placement import replica_targets
 
             more = replica_targets(self._session, self._store, [pd["pds_id"]], desc, self.id,
-                                   (pd.get("description") or {}).get("number_of_replicas"))
+                                   default=(pd.get("description") or {}).get("number_of_replicas"))
         items = rec.sources(self._session, desc.file_urls)
         rec.check_room(self._store, self.id, pd, sum(i.info.size for i in items))
         du_id = new_id("du")

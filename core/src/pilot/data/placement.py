@@ -43,7 +43,7 @@ def choose_pilot_data(session: Any, store: Any, pds_ids: Sequence[str], desc: Da
 
 
 def replica_targets(session: Any, store: Any, pds_ids: Sequence[str], desc: DataUnitDescription,
-                    first_pd: str, default: int | None = None) -> list[Any]:
+                    first_pd: str, *, default: int | None = None) -> list[Any]:
     """The further PilotData a new DU is replicated into, so that ``number_of_replicas`` (the
     DU's, else ``default``: its PilotData's) hold it: live PilotData of the services other than
     ``first_pd``, those matching the DU's labels first, most room first. ``PilotError`` when
