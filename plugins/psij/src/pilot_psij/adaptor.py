@@ -9,7 +9,9 @@ Settings, read when the adaptor is first used (never at import):
 - PSI/J's queue polling interval: ``?poll_interval=<seconds>`` on the ``service_url``, else
   ``$PILOT_PSIJ_POLL_INTERVAL``, else 10 s.
 - PSI/J's work directory (job scripts, exit-code files; must be on a filesystem the compute
-  nodes share): ``$PILOT_PSIJ_WORK_DIR``, else ``$PILOT_HOME/psij``.
+  nodes share): ``$PILOT_PSIJ_WORK_DIR``, else ``$PILOT_HOME/psij``. The job scripts hold the
+  pilot's environment values, so PSI/J's directory for them (``<work dir>/<executor>``) is made
+  0700 (its files are then unreadable by others whatever the umask).
 - Attempts per batch command: ``$PILOT_PSIJ_RETRY_ATTEMPTS`` (default 4).
 """
 
@@ -66,6 +68,18 @@ def poll_interval(service_url: str, environ: Mapping[str, str] | None = None) ->
     return DEFAULT_POLL_INTERVAL
 
 
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and its parents) and make it 0700 when this user owns it: PSI/J writes the
+    job scripts there, which hold the pilot's environment values."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise PilotError(f"PSI/J work directory {path}: {exc.strerror or exc}", key=WORK_DIR_ENV) from None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for a batch command failure that a retry may fix (timeouts, a busy controller)."""
     if isinstance(exc, subprocess.CalledProcessError):
@@ -120,6 +134,7 @@ class PsijAdaptor:
         with self._lock:
             if self._executor is None:
                 work = Path(os.environ.get(WORK_DIR_ENV) or pilot_home() / "psij")
+                private_directory(work / self.name)
                 config: JobExecutorConfig
                 if self.name in BATCH_EXECUTORS:
                     from psij.executors.batch.batch_scheduler_executor import BatchSchedulerExecutorConfig

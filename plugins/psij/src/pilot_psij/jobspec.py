@@ -10,6 +10,7 @@ PSI/J writes as directives into the job script; the plain keys below tune the jo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,9 @@ EXTRA_KEYS = {
 AGENT_OUT = "agent.out"
 AGENT_LOG = "agent.log"
 PRE_LAUNCH = "pre_launch.sh"
+#: Characters that must never reach a job script line: a newline ends a ``#SBATCH``/``#PBS``/
+#: ``#BSUB`` directive and the rest would run as shell in the job (quoting cannot help there).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def drain_margin(walltime_minutes: float | None, extra: Mapping[str, Any]) -> float | None:
@@ -69,6 +73,44 @@ def split_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return custom
 
 
+def _check_line(key: str, value: object, show: bool = True) -> None:
+    """Refuse ``value`` (as PSI/J renders it) when it could break a job script line."""
+    text = value if isinstance(value, str) else str(value)
+    found = _UNSAFE.search(text)
+    if found is None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PilotError(f"{key} must be valid UTF-8 text (it goes into the batch job script)",
+                             key=key) from None
+        return
+    where = f" at {found.start()}" if show else ""
+    raise PilotError(f"{key} must not hold control characters such as newlines (found {found.group()!r}{where}): "
+                     "it goes into a line of the batch job script", key=key)
+
+
+def check_script_values(request: PilotJobRequest, custom: Mapping[str, Any]) -> None:
+    """Defence in depth: every value that reaches a line of the job script (directives, the
+    environment, the agent's command line) is free of control characters, whatever path it took
+    (a description, a site file, a caller building the request itself). Environment values are
+    never shown, only their names."""
+    desc = request.description
+    for key in ("queue", "project", "reservation"):
+        value = getattr(desc, key, None)
+        if value:
+            _check_line(key, value)
+    for key, value in custom.items():
+        _check_line(f"extra key {key!r}", key)
+        _check_line(f"extra[{key!r}]", value)
+    _check_line("working_directory", request.sandbox)
+    for name, value in request.environment.items():
+        _check_line("environment variable name", name)
+        _check_line(f"environment[{name!r}]", value, show=False)
+    for number, arg in enumerate(request.agent_argv):
+        _check_line("python" if number == 0 else "agent command line", arg)
+    _check_line("pilot id", request.pilot_id)
+
+
 def pre_launch_script(pre_commands: tuple[str, ...]) -> str:
     """The script PSI/J sources before it starts the agent (so ``module load`` and ``export``
     reach the agent)."""
@@ -87,6 +129,7 @@ def build_job(request: PilotJobRequest, executor: str = "slurm") -> Job:
     desc = request.description
     extra = dict(desc.extra)
     custom = split_extra(extra)
+    check_script_values(request, custom)
     name_key = _NAME_ATTRIBUTE.get(executor)
     if name_key and name_key not in custom:
         custom[name_key] = request.pilot_id
