@@ -14,10 +14,10 @@ from pilot.session import Session, default_session
 
 
 def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, Any, str]:
-    """Session, store and id for an object URL of ``kind``."""
+    """Session, store and id for an object URL of ``kind``; the store must exist already."""
     parsed = urls.parse(url, kind)
     session = session or default_session()
-    return session, session.store(parsed.store_url), parsed.id
+    return session, session.store(parsed.store_url, create=False), parsed.id
 
 
 class UrlIdentity:

@@ -6,6 +6,7 @@ first use (never at import).
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import urllib.parse
@@ -73,13 +74,16 @@ class Session:
                 self._plugins = PluginManager()
             return self._plugins
 
-    def store(self, url: str | None = None) -> Any:
-        """The open store for ``url`` (default: ``default_store_url()``), shared in this session."""
+    def store(self, url: str | None = None, *, create: bool = True) -> Any:
+        """The open store for ``url`` (default: ``default_store_url()``), shared in this session.
+        ``create=False`` (reconnecting by an object URL): a store that does not exist yet is a
+        ``PilotError``, not created (for store plugins whose ``open`` takes ``create``)."""
         url = url or default_store_url()
         with self._lock:
             store = self._stores.get(url)
             if store is None:
-                store = self.plugins.store_for(scheme_of(url)).open(url)
+                opener: Any = self.plugins.store_for(scheme_of(url)).open
+                store = opener(url) if create or not _takes_create(opener) else opener(url, create=False)
                 self._stores[url] = store
                 self._stores[store.url] = store
             return store
@@ -115,6 +119,13 @@ class Session:
             for store in {id(s): s for s in self._stores.values()}.values():
                 store.close()
             self._stores.clear()
+
+
+def _takes_create(opener: Any) -> bool:
+    try:
+        return "create" in inspect.signature(opener).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 _default: Session | None = None

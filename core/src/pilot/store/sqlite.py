@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -20,32 +21,10 @@ from pilot.plugin import hookimpl
 from pilot.plugin.types import CoordinationStoreRecord
 from pilot.states import ACTIVE_UNIT_STATES, CLAIMABLE_STATE, QUEUED_UNIT_STATES, State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
+from pilot.store.sqlite_schema import damaged, prepare
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS services (id TEXT PRIMARY KEY, kind TEXT NOT NULL, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS links (seq INTEGER PRIMARY KEY AUTOINCREMENT, parent TEXT NOT NULL,
-    child TEXT NOT NULL, UNIQUE(parent, child));
-CREATE TABLE IF NOT EXISTS pilots (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
-    service_id TEXT, state TEXT NOT NULL, description TEXT, sandbox TEXT, scheme TEXT, native_id TEXT,
-    slots INTEGER, hosts TEXT, datacenter TEXT, machine TEXT, submitted REAL, started REAL,
-    finished REAL, heartbeat REAL, heartbeat_timeout REAL, reason TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, agent_host TEXT, agent_pid INTEGER);
-CREATE INDEX IF NOT EXISTS pilots_service ON pilots(service_id);
-CREATE TABLE IF NOT EXISTS units (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
-    cds_id TEXT, pilot_id TEXT, state TEXT NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
-    slots INTEGER NOT NULL DEFAULT 1, description TEXT, datacenter TEXT, machine TEXT,
-    exit_code INTEGER, host TEXT, sandbox TEXT, submitted REAL, started REAL, finished REAL,
-    reason TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    input_data TEXT);
-CREATE INDEX IF NOT EXISTS units_pilot ON units(pilot_id, state, claimed);
-CREATE INDEX IF NOT EXISTS units_cds ON units(cds_id, state, pilot_id);
-CREATE INDEX IF NOT EXISTS units_queue ON units(cds_id, seq) WHERE pilot_id IS NULL AND state = 'Pending'
-    AND datacenter IS NULL AND machine IS NULL AND input_data IS NULL;
-CREATE INDEX IF NOT EXISTS units_constrained ON units(cds_id, seq) WHERE pilot_id IS NULL AND state = 'Pending'
-    AND (datacenter IS NOT NULL OR machine IS NOT NULL OR input_data IS NOT NULL);
-"""
 _ACTIVE = tuple(s.value for s in ACTIVE_UNIT_STATES)
 _QUEUED = tuple(s.value for s in QUEUED_UNIT_STATES)
 # The service queues an agent claims from: literal terms, so that the partial indexes apply.
@@ -61,14 +40,25 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 def _retrying(func: Callable[..., T]) -> Callable[..., T]:
-    """Retry a store call that met a busy database, with jittered backoff, for up to a minute."""
+    """Retry a store call that met a busy database, with jittered backoff, for up to a minute;
+    a damaged file (``DatabaseError``, or an ``OperationalError`` other than busy) ends in
+    ``PilotError`` naming it."""
     wrapped: Callable[..., T] = tenacity.retry(
         retry=tenacity.retry_if_exception(_is_busy),
         wait=tenacity.wait_random_exponential(multiplier=0.005, max=1.0),
         stop=tenacity.stop_after_delay(60),
         reraise=True,
     )(func)
-    return wrapped
+
+    @functools.wraps(func)
+    def call(self: SQLiteStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return wrapped(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError or (type(exc) is sqlite3.OperationalError and not _is_busy(exc)):
+                raise damaged(self.path, exc) from exc
+            raise
+    return call
 
 
 _KNOWN = {PILOT_FIELDS: frozenset(PILOT_FIELDS), UNIT_FIELDS: frozenset(UNIT_FIELDS)}
@@ -110,7 +100,9 @@ def _marks(values: Sequence[Any]) -> str:
 class SQLiteStore:
     """A coordination store in one SQLite file; one connection per thread."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open the store at ``path``; ``create``: make it (directory 0700, file 0600) when it
+        does not exist, else ``PilotError`` (reconnecting by an object URL never creates one)."""
         self.path = Path(path).expanduser().absolute()
         # Quoted, so a path holding '#', '%' or '?' survives in object URLs and opens again.
         self.url = f"sqlite://{urllib.parse.quote(str(self.path))}"
@@ -118,20 +110,23 @@ class SQLiteStore:
         self._all: dict[int, sqlite3.Connection] = {}  # thread ident -> its connection
         self._closed = False
         self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise PilotError(f"no coordination store at {self.path}: check the URL (a store is created only "
+                             "by a service given a new coordination_url)", key="coordination_url")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(self.path)
         except OSError as exc:
             raise PilotError(f"cannot open the coordination store {self.path}: {exc}") from exc
         self._setup()
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
-        """Open ``sqlite:///absolute/path``."""
+    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
+        """Open ``sqlite:///absolute/path`` (``create``: see the constructor)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "sqlite" or not parts.path or parts.netloc:
             raise PilotError(f"not an SQLite store URL: {url!r} (expected sqlite:///absolute/path)",
                              key="coordination_url")
-        return cls(urllib.parse.unquote(parts.path))
+        return cls(urllib.parse.unquote(parts.path), create=create)
 
     def _con(self) -> sqlite3.Connection:
         if self._closed:
@@ -156,10 +151,7 @@ class SQLiteStore:
 
     @_retrying
     def _setup(self) -> None:
-        con = self._con()
-        if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_SCHEMA)
+        prepare(self._con(), self.path)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -442,6 +434,16 @@ class SQLiteStore:
                     rows += con.execute(f"UPDATE units SET pilot_id = ?, claimed = 1 WHERE seq IN ({_marks(chunk)})"
                                         f" AND {_PLAIN} RETURNING *", (pilot_id, *chunk)).fetchall()
         return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+
+def _make_private(path: Path) -> None:
+    """Create the store's directory (0700) and file (0600; SQLite gives its -wal and -shm files
+    the file's mode) unless they exist."""
+    if not path.parent.is_dir():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _conditions(expect: tuple[str, ...] | None, pilot_id: str | None) -> tuple[str, list[Any]]:

@@ -36,6 +36,9 @@ from pilot_redis.config import RedisTarget, find_password, parse_url, remember_p
 T = TypeVar("T")
 RETRY_ENV = "PILOT_REDIS_RETRY_SECONDS"
 CHUNK = 1000  # records per script call or pipeline
+#: The layout of the keys under a prefix. ``<prefix>schema`` records it (stores from before it
+#: was recorded are version 0, the same layout): a newer one is refused, an older one migrated.
+SCHEMA_VERSION = 1
 _ACTIVE = frozenset(s.value for s in ACTIVE_UNIT_STATES)
 _QUEUED = frozenset(s.value for s in QUEUED_UNIT_STATES)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
@@ -81,6 +84,7 @@ class RedisStore:
             "INSERT_UNITS", "UPDATE_UNITS", "BIND_UNITS", "UNBIND_UNITS", "CLAIM_UNITS", "COUNT_ACTIVE",
             "FIND_UNITS", "INSERT_PILOT", "UPDATE_PILOT", "HEARTBEAT", "LINK")}
         self._call(self._client.ping)
+        self._check_schema()
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -96,6 +100,22 @@ class RedisStore:
         """Release the connections; later calls raise ``StoreClosed``."""
         self._closed = True
         self._client.close()
+
+    def _check_schema(self) -> None:
+        """Record the schema version under the prefix, or refuse a store of another layout."""
+        key = f"{self._p}schema"
+        self._call(lambda: self._client.set(key, SCHEMA_VERSION, nx=True))
+        raw = self._call(lambda: self._client.get(key))
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            raise PilotError(f"Redis store {self.url}: key {key!r} holds {raw!r}, not a pilot schema version; "
+                             "this prefix is used by another program: give another ?prefix=") from None
+        if version > SCHEMA_VERSION:
+            raise PilotError(f"Redis store {self.url} has schema version {version}, newer than this pilot's "
+                             f"{SCHEMA_VERSION}: upgrade pilot-redis, or give another ?prefix=")
+        if version < SCHEMA_VERSION:  # version 0 had the same layout: only the mark is new
+            self._call(lambda: self._client.set(key, SCHEMA_VERSION))
 
     # --- plumbing ---------------------------------------------------------------------------
     def _call(self, func: Callable[[], T]) -> T:
