@@ -6,6 +6,7 @@ The store URL part never carries a password (``redact``); stores read secrets fr
 from __future__ import annotations
 
 import dataclasses
+import re
 import urllib.parse
 
 from pilot.errors import PilotError
@@ -46,23 +47,34 @@ def parse(url: str, kind: str) -> ObjectUrl:
 #: Schemes where a user part without a colon is a password (BigJob's ``redis://PASSWORD@host``),
 #: so a user name keeps its colon when the password is taken out (``redis://alice:@host``).
 PASSWORD_ONLY_USERINFO = frozenset({"redis", "rediss"})
+_SCHEME_NO_SLASH = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.\-]*:(?!/)")
 
 
 def redact(url: str) -> str:
     """``url`` without any password (``redis://:secret@h/0`` and BigJob's ``redis://secret@h/0``
     -> ``redis://h/0``; ``redis://alice:secret@h`` -> ``redis://alice:@h``); works on malformed
-    URLs too, so error messages can always show it."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
+    URLs too, so error messages can always show it.
+
+    The user part is taken to end at the LAST ``@`` after ``scheme://`` (whatever comes between:
+    a password may hold an unencoded ``/``, ``?``, ``#`` or ``@``), so the password is gone even
+    when a parser would have split the URL elsewhere. A URL whose authority is empty
+    (``sqlite:///path@x``) has no user part and is returned unchanged."""
+    if not isinstance(url, str):
+        return "<not a URL>"  # type: ignore[unreachable]  # callers may pass anything
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        # no authority; but ``redis:secret@host`` may still be meant as one: do not show it
+        return "<URL with a user part>" if "@" in url and _SCHEME_NO_SLASH.match(url) else url
+    redis_like = scheme.strip().lower() in PASSWORD_ONLY_USERINFO
+    if "@" not in rest or (rest.startswith("/") and not redis_like):  # a Redis URL always names a host
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    redis_like = parts.scheme.lower() in PASSWORD_ONLY_USERINFO
-    user = "" if redis_like and ":" not in userinfo else urllib.parse.unquote(userinfo.partition(":")[0])
-    netloc = (f"{urllib.parse.quote(user, safe='')}{':' if redis_like else ''}@" if user else "") + hostport
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, _, hostpart = rest.rpartition("@")
+    if redis_like and ":" not in userinfo:
+        user = ""  # BigJob's redis://PASSWORD@host
+    else:
+        user = urllib.parse.unquote(userinfo.partition(":")[0], errors="replace")
+    shown_user = f"{urllib.parse.quote(user, safe='')}{':' if redis_like else ''}@" if user else ""
+    return f"{scheme}://{shown_user}{hostpart}"
 
 
 def scheme_of(url: str) -> str:
@@ -71,5 +83,7 @@ def scheme_of(url: str) -> str:
     try:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
     except ValueError as exc:
-        raise PilotError(f"malformed URL {redact(url)!r}: {exc}") from None
+        # the parser's message may quote the host part, password and all: name the problem only
+        problem = "unbalanced '[' or ']'" if "IPv6" in str(exc) else "invalid characters in its host part"
+        raise PilotError(f"malformed URL {redact(url)!r}: {problem}") from None
     return scheme or "file"

@@ -34,6 +34,7 @@ CREDENTIALS_ENV = "PILOT_REDIS_CREDENTIALS"
 DEFAULT_PORT = 6379
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _QUERY_KEYS = ("prefix",)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +74,18 @@ def parse_url(url: str) -> RedisTarget:
     """Parse and check a Redis store URL; ``PilotError`` (without the password) when malformed."""
     if not isinstance(url, str):
         raise PilotError("a Redis store URL must be a string", key="coordination_url")
+    _, sep, rest = url.partition("://")
+    if _CONTROL.search(url):  # urlsplit would drop tabs and newlines silently, changing a password
+        raise PilotError("not a valid Redis store URL: it holds a control character (percent-encode it, "
+                         "e.g. %0A for a newline, in a password)", key="coordination_url")
+    if sep and "@" in rest and any(c in rest.rpartition("@")[0] for c in "/?#[]"):
+        raise PilotError("not a valid Redis store URL: write '/', '?', '#', '[', ']' and '@' in a password "
+                         "as %2F, %3F, %23, %5B, %5D and %40", key="coordination_url")
     try:
         parts = urllib.parse.urlsplit(url)
-    except ValueError as exc:
-        raise PilotError(f"not a valid Redis store URL ({exc})", key="coordination_url") from None
+    except ValueError:  # its message may quote the host part, password and all
+        raise PilotError("not a valid Redis store URL (unbalanced '[' or ']', or invalid characters in "
+                         "its host part)", key="coordination_url") from None
     if "@" in url and "@" not in parts.netloc:  # a '/', '?' or '#' in the password split the URL there
         raise PilotError("not a valid Redis store URL: write '/', '?' and '#' in a password as %2F, %3F, %23",
                          key="coordination_url")
@@ -85,11 +94,12 @@ def parse_url(url: str) -> RedisTarget:
         host, username, password = parts.hostname, parts.username, parts.password
         if username is not None and ":" not in parts.netloc.rpartition("@")[0]:
             username, password = None, username  # BigJob's redis://PASSWORD@host
-    except ValueError as exc:
-        raise PilotError(f"not a valid Redis store URL ({exc})", key="coordination_url") from None
+    except ValueError:
+        raise PilotError("not a valid Redis store URL (the port must be a number from 0 to 65535)",
+                         key="coordination_url") from None
     from pilot.urls import redact
 
-    shown = redact(url) if "@" in url else url
+    shown = redact(url)
     expected = "expected redis://[[user]:password@]host:port/db[?prefix=name]"
     if parts.scheme not in ("redis", "rediss") or not host or parts.fragment:
         raise PilotError(f"not a Redis store URL: {shown!r} ({expected})", key="coordination_url")
