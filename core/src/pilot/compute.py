@@ -61,6 +61,9 @@ def check_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> N
                 urls.parse(du_url, "data-unit")
             except PilotError as exc:
                 raise PilotError(f"output_data: {exc}", key="output_data") from None
+            from pilot.data.staging import check_output_patterns
+
+            check_output_patterns(du_url, item[du_url])
     if desc.file_transfer:
         from pilot.data.staging import parse_transfer
 

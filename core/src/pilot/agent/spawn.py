@@ -9,6 +9,7 @@ other interpreter, or if that call's signature turns out different, it uses ``Po
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -73,6 +74,17 @@ def spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *
     """Start ``argv`` in ``cwd`` in a new process group with the given descriptors (``stdin``
     -1: /dev/null). Raises ``OSError`` (``FileNotFoundError``, ``PermissionError``...) as
     ``Popen`` does when the program cannot be started."""
+    try:
+        return _spawn(argv, cwd, stdin, stdout, stderr, env=env)
+    except OSError as exc:
+        if exc.errno != errno.ENOEXEC:
+            raise
+    # a file without a "#!" line (Exec format error): run it as /bin/sh would, as a shell script
+    return _spawn(["/bin/sh", _script_path(argv[0], cwd, env), *argv[1:]], cwd, stdin, stdout, stderr, env=env)
+
+
+def _spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *,
+           env: Mapping[str, str] | None) -> ChildProcess:
     if _DIRECT[0]:
         try:
             return ChildProcess(_fork_exec(argv, cwd, stdin, stdout, stderr, env=env))
@@ -80,6 +92,17 @@ def spawn(argv: Sequence[str], cwd: str, stdin: int, stdout: int, stderr: int, *
             _DIRECT[0] = False
     return PopenChild(subprocess.Popen(argv, cwd=cwd, stdin=stdin if stdin >= 0 else subprocess.DEVNULL,
                                        stdout=stdout, stderr=stderr, env=env, process_group=0))
+
+
+def _script_path(program: str, cwd: str, env: Mapping[str, str] | None) -> str:
+    """The file ``program`` named when exec found it (``PATH`` searched as exec does)."""
+    if os.path.dirname(program):
+        return program  # relative names stay relative to ``cwd``, where the shell runs
+    for directory in os.get_exec_path(env):
+        path = os.path.join(cwd, directory, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.join(directory, program)
+    return program
 
 
 _devnull: list[int] = []

@@ -93,13 +93,18 @@ def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
             pass
         except FileNotFoundError:
             os.makedirs(sandbox, exist_ok=True)
-        stdout = os.open(os.path.join(sandbox, description.get("output", "stdout.txt")), _WRITE, 0o666)
+        output = description.get("output", "stdout.txt")
+        stdout = os.open(os.path.join(sandbox, output), _WRITE, 0o666)
     except OSError as exc:
         raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
     stderr = stdin = -1
     argv: list[str] = []
     try:
-        stderr = os.open(os.path.join(sandbox, description.get("error", "stderr.txt")), _WRITE, 0o666)
+        error = description.get("error", "stderr.txt")
+        if error == output or os.path.normpath(error) == os.path.normpath(output):
+            stderr = stdout  # one file: one descriptor (and one offset), not two truncating opens
+        else:
+            stderr = os.open(os.path.join(sandbox, error), _WRITE, 0o666)
         if description.get("input"):
             path = os.path.join(sandbox, description["input"])
             try:
@@ -114,12 +119,24 @@ def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
         env = {**os.environ, **environment} if environment else None
         return spawn(argv, sandbox, stdin, stdout, stderr, env=env)
     except FileNotFoundError as exc:
+        _tell(stderr, f"pilot: {exc.filename or argv[:1]}: not found\n")
         raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename or argv[:1]}", 127) from None
     except PermissionError as exc:
+        _tell(stderr, f"pilot: {exc.filename or argv[:1]}: {exc.strerror}\n")
         raise StartError(f"cannot start unit: {exc.strerror}: {exc.filename or argv[:1]}", 126) from None
     except OSError as exc:
+        _tell(stderr, f"pilot: cannot start unit: {exc}\n")
         raise StartError(f"cannot start unit: {exc}") from None
     finally:
-        for fd in (stdout, stderr, stdin):
+        for fd in {stdout, stderr, stdin}:
             if fd >= 0:
                 os.close(fd)
+
+
+def _tell(fd: int, text: str) -> None:
+    """Write why the unit did not start into its error file, as a shell would have."""
+    if fd >= 0:
+        try:
+            os.write(fd, os.fsencode(text))
+        except OSError:
+            pass

@@ -1,8 +1,9 @@
 """The fork adaptor (``fork://localhost``, ``local://``): the agent as a detached local process.
 
 The agent makes itself a session leader, so it outlives the client, and cancel ends the whole
-session: the agent and every unit it started. The native id is ``<pid>@<host>/<pilot id>``: pids
-are reused, so a pid alone never decides what to signal.
+session: the agent and every unit it started, then every process that still carries the pilot's
+marker variable in its environment (a unit's ``setsid`` children leave the session). The native
+id is ``<pid>@<host>/<pilot id>``: pids are reused, so a pid alone never decides what to signal.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import socket
 import subprocess
 import urllib.parse
 
-from pilot.builtin.procs import cmdline_contains, is_alive, kill_session
+from pilot.builtin.procs import cmdline_contains, is_alive, kill_marked, kill_session
 from pilot.errors import PilotError
 from pilot.plugin import hookimpl
 from pilot.plugin.types import NativeStatus, PilotJobRequest, ResourceAdaptorRecord
 from pilot.states import State
 
+# in the agent's environment, so in every unit's: finds what a unit started outside the session
+MARKER = "PILOT_FORK_PILOT_ID"
 _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 # sh starts the agent in the background and prints its pid; the agent is then no child of ours.
 _DETACH = '"$@" </dev/null >>"$PILOT_AGENT_LOG" 2>&1 & echo $!'
@@ -36,7 +39,8 @@ class ForkAdaptor:
     def submit(self, request: PilotJobRequest) -> str:
         """Start the agent detached; return ``<pid>@<host>/<pilot id>``."""
         request.sandbox.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **request.environment, "PILOT_AGENT_LOG": str(request.sandbox / "agent.log")}
+        env = {**os.environ, **request.environment, "PILOT_AGENT_LOG": str(request.sandbox / "agent.log"),
+               MARKER: request.pilot_id}
         try:
             out = subprocess.run(["/bin/sh", "-c", _DETACH, "sh", *request.agent_argv], cwd=request.sandbox,
                                  env=env, stdout=subprocess.PIPE, check=True, timeout=30).stdout
@@ -76,6 +80,8 @@ class ForkAdaptor:
             # the agent died (kill -9): its units keep its session id, which the kernel does not
             # hand to a new process while they live, so they are ours to end
             kill_session(pid, grace=0)
+        # processes that left the session (setsid, daemons) still carry the agent's environment
+        kill_marked(f"{MARKER}={native_id.partition('/')[2]}".encode())
 
 
 @hookimpl

@@ -6,7 +6,9 @@ would treat specially is executed directly, which gives the same result without 
 
 from __future__ import annotations
 
+import os
 import string
+import tempfile
 
 from pilot.plugin import hookimpl
 from pilot.plugin.types import LaunchMethodRecord, LaunchRequest
@@ -29,6 +31,15 @@ def command_argv(line: str) -> list[str]:
     return ["/bin/sh", "-c", line]
 
 
+def write_hostfile(request: LaunchRequest) -> str:
+    """A new host file (one line per slot) in the unit's sandbox, under a name of its own
+    (``.pilot-hostfile-<random>``): never a user's file, never another unit's."""
+    fd, hostfile = tempfile.mkstemp(prefix=".pilot-hostfile-", dir=request.sandbox)
+    with os.fdopen(fd, "w") as stream:
+        stream.write("".join(f"{host}\n" for host in request.hosts))
+    return hostfile
+
+
 class ForkLaunch:
     """Runs the unit as a child of the agent."""
 
@@ -38,12 +49,14 @@ class ForkLaunch:
 
 
 class MpirunLaunch:
-    """``mpirun -np N -hostfile <sandbox>/hostfile`` with one line per slot."""
+    """``mpirun -np N -hostfile <sandbox>/.pilot-hostfile-<unique>`` with one line per slot.
+
+    The host file gets a name of its own per unit: units sharing a working directory never
+    race on it, and a user's file called ``hostfile`` is never overwritten."""
 
     def argv(self, request: LaunchRequest) -> list[str]:
         """Write the host file, then wrap the unit's command line in mpirun."""
-        hostfile = request.sandbox / "hostfile"
-        hostfile.write_text("".join(f"{host}\n" for host in request.hosts))
+        hostfile = write_hostfile(request)
         return ["mpirun", "-np", str(request.processes), "-hostfile", str(hostfile),
                 *command_argv(request.command_line)]
 

@@ -72,3 +72,35 @@ def cmdline_contains(pid: int, needle: bytes) -> bool:
             return needle in cmdline.read()
     except OSError:
         return False
+
+
+def environ_members(entry: bytes) -> list[int]:
+    """Every live process (readable to us) whose environment holds ``entry`` (``NAME=value``)."""
+    members = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                data = environ.read()
+        except OSError:
+            continue
+        if (data.startswith(entry + b"\0") or b"\0" + entry + b"\0" in data) and is_alive(int(name)):
+            members.append(int(name))
+    return members
+
+
+def kill_marked(entry: bytes) -> None:
+    """SIGKILL every process whose environment holds ``entry``, until none is left (a process
+    may start another while we look)."""
+    for _ in range(5):
+        members = environ_members(entry)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)

@@ -69,8 +69,25 @@ def copy_file(src: str, dst: str) -> FileInfo:
 
 
 def link_or_copy(src: str, dst: str) -> bool:
-    """Hard-link ``src`` to ``dst`` (through a temporary name) when both are on one filesystem;
-    otherwise copy. True when linked."""
+    """Hard-link ``src`` to ``dst`` (through a temporary name) when both are on one filesystem
+    and a unit cannot write through the link; otherwise copy. True when linked.
+
+    A link shares the stored replica, so the replica is made read-only first (its write bits
+    cleared) and no link is made for root, whom modes do not stop: a unit writing into its
+    input fails with EACCES, or writes its own copy, and never changes the data unit that later
+    units read."""
+    try:
+        mode = os.stat(src).st_mode
+        if os.geteuid() != 0 and mode & 0o222:
+            os.chmod(src, mode & 0o7555)
+            mode &= 0o7555
+    except FileNotFoundError:
+        raise PilotError(f"no such file: {src}") from None
+    except OSError:  # not ours to make read-only: copy
+        mode = 0o222
+    if os.geteuid() == 0 or mode & 0o222:
+        copy_file(src, dst)
+        return False
     tmp = tmp_name(dst)
     try:
         os.link(src, tmp)

@@ -50,6 +50,21 @@ def parse_transfer(spec: str, *, pilot: bool = False) -> tuple[str, str, bool]:
     return src, dst, False
 
 
+def check_output_patterns(du_url: str, patterns: Any) -> None:
+    """``output_data`` patterns name files inside the unit's sandbox: relative, no ``..``;
+    ``PilotError`` naming the key otherwise."""
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        if not isinstance(pattern, str) or not pattern or os.path.isabs(pattern) \
+                or ".." in pattern.replace("\\", "/").split("/"):
+            raise PilotError(f"output_data {du_url}: pattern {pattern!r} must be relative to the unit's "
+                             "sandbox, without '..'", key="output_data")
+
+
+def _inside(base: str, path: str) -> bool:
+    real = os.path.realpath(base)
+    return os.path.commonpath([os.path.realpath(path), real]) == real
+
+
 def _root(path: str) -> str | None:
     for root in (UNIT_DIR, PILOT_DIR):
         if path == root or path.startswith(root + "/"):
@@ -117,9 +132,10 @@ class Stager:
         copied out. Files stay in the sandbox."""
         for item in description.get("output_data", ()):
             for du_url, patterns in item.items():
+                check_output_patterns(du_url, patterns)  # never follow a pattern out of the sandbox
                 found = sorted({path for pattern in patterns
                                 for path in glob.glob(os.path.join(glob.escape(sandbox), pattern))
-                                if os.path.isfile(path)})
+                                if os.path.isfile(path) and _inside(sandbox, path)})
                 if found:
                     store, du_id = self._du(du_url)
                     try:
