@@ -4,6 +4,7 @@ in batches, heartbeat, watch for cancels and walltimes, and drain at the end."""
 from __future__ import annotations
 
 import gc
+import math
 import os
 import selectors
 import signal
@@ -31,6 +32,71 @@ CONTROL_EVERY = 0.2     # seconds between checks for canceled units
 IDLE_MAX = 0.05         # longest pause between two claims when there is no work
 KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
 PEERS_WAKE = 1.0        # longest sleep of an idle agent (it looks after its peers that often)
+FLUSH_BACKOFF_MAX = 1.0  # longest pause between two tries to write changes while the store fails
+STORE_LOSS_ENV = "PILOT_STORE_LOSS_TIMEOUT"
+STORE_LOSS_DEFAULT = 600.0  # seconds without the store before the agent stops its units and exits
+DRAIN_STORE_SECONDS = 2.5   # how long the drain's store writes may take after a signal or a lost store
+SIGNAL_STORE_SECONDS = 0.5  # how long the signal path may ask the store whether the pilot was canceled
+SIGNAL_EXIT_SECONDS = 4.5   # after a signal the agent is gone by then, whatever the store does
+_TEXT_KEYS = ("sandbox", "reason", "host")  # strings an agent writes that may come from paths or the OS
+
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler inside a store call of the loop, so a store that retries for
+    a minute cannot hold a SIGTERM'd agent (a BaseException: no ``except Exception`` keeps it)."""
+
+
+def store_loss_timeout(environ: Any = None) -> float:
+    """Seconds without the store after which the agent gives up (``PILOT_STORE_LOSS_TIMEOUT``)."""
+    raw = (os.environ if environ is None else environ).get(STORE_LOSS_ENV)
+    try:
+        value = float(raw) if raw else STORE_LOSS_DEFAULT
+    except ValueError:
+        return STORE_LOSS_DEFAULT
+    return value if value > 0 and math.isfinite(value) else STORE_LOSS_DEFAULT
+
+
+def storable(text: str) -> str:
+    """``text`` as UTF-8 a store can take: undecodable bytes of a path (surrogate escapes) and
+    lone surrogates become backslash escapes (``dir-\\xff``)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed write is the store's fault (unreachable, locked) rather than the records'."""
+    return not isinstance(exc, (UnicodeError, ValueError, TypeError, OverflowError))
+
+
+def _bounded(func: Any, seconds: float) -> Any:
+    """``func()`` in a daemon thread; ``TimeoutError`` if it takes longer than ``seconds`` (it is
+    left behind: the agent is about to exit)."""
+    out: list[Any] = []
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            out.append(func())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=call, name="pilot-bounded-store-call", daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if failed:
+        raise failed[0]
+    if not out:
+        raise TimeoutError(f"the store did not answer within {seconds:g} s")
+    return out[0]
 
 
 class Agent:
@@ -53,9 +119,24 @@ class Agent:
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
+        # Signals also reach a watchdog thread (through the wakeup fd, written by the C handler even
+        # while the loop is blocked in a store call): it halts the slots, wakes the loop, and ends
+        # the agent SIGNAL_EXIT_SECONDS later if the drain has not.
+        self.signal_r, signal_w = os.pipe()
+        os.set_blocking(signal_w, False)
+        signal.set_wakeup_fd(signal_w)
+        self.wake_w = wake_w
+        threading.Thread(target=self._watchdog, name="pilot-signal-watchdog", daemon=True).start()
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.signals: list[int] = []
+        self.draining = False
+        self.signal_at: float | None = None  # monotonic time of the first signal
+        self.in_store = False  # the loop is inside a store call a signal may interrupt
+        self.loss_timeout = store_loss_timeout()
+        self.store_lost_at: float | None = None  # monotonic time of the last success before an outage
+        self.store_ok_at = time.monotonic()
+        self.flush_after = 0.0  # monotonic time before which a failing store is not tried again
+        self.flush_pause = FLUSH_EVERY
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
@@ -72,6 +153,64 @@ class Agent:
         workers = getattr(self, "workers", None)
         if workers is not None:
             workers.halted.set()  # slots start nothing more; the loop drains
+        if self.in_store and not self.draining and len(self.signals) == 1:
+            self.in_store = False
+            raise _Interrupted  # out of a store call that may retry for a minute
+
+    def _watchdog(self) -> None:
+        """Wait for a signal; then halt the slots, wake the loop, and make sure the agent ends."""
+        while True:
+            try:
+                got = os.read(self.signal_r, 64)
+            except InterruptedError:
+                continue
+            if not got:
+                return
+            self.signal_at = time.monotonic()
+            self.workers_halted()
+            try:
+                os.write(self.wake_w, b"\0")
+            except OSError:
+                pass
+            time.sleep(SIGNAL_EXIT_SECONDS)
+            self.log.error("agent did not end after a signal; killing its units and exiting",
+                           seconds=SIGNAL_EXIT_SECONDS)
+            me = os.getpid()
+            if os.getsid(0) == me:
+                signal_session(me, signal.SIGKILL, spare=me)
+            else:
+                for unit in list(self.workers.running.values()):
+                    unit.signal_group(signal.SIGKILL)
+            os._exit(128 + signal.SIGTERM)
+
+    def workers_halted(self) -> None:
+        """Tell the slots to start nothing more (and stop waiting for input data)."""
+        workers = getattr(self, "workers", None)
+        if workers is not None:
+            workers.halted.set()
+
+    def store_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """A store call of the loop: a signal interrupts it; success ends an outage."""
+        if self.signals and not self.draining:
+            raise _Interrupted
+        self.in_store = True
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            self.in_store = False
+        self.store_ok_at = time.monotonic()
+        if self.store_lost_at is not None:
+            self.log.warning("coordination store reachable again",
+                             after=round(time.monotonic() - self.store_lost_at, 1))
+            self.store_lost_at = None
+        return result
+
+    def store_failed(self, what: str, exc: BaseException) -> None:
+        """Note a failed store call; log once per outage (not every round)."""
+        if self.store_lost_at is None:
+            self.store_lost_at = self.store_ok_at
+            self.log.warning(f"{what} failed; the agent keeps its units running and retries",
+                             error=storable(str(exc)), loss_timeout=self.loss_timeout)
 
     def stager(self) -> Any:
         """The data stager, built (and ``pilot.data.staging`` imported) on first use."""
@@ -86,6 +225,10 @@ class Agent:
     def record(self, unit_id: str, changes: dict[str, Any], only_from: tuple[State, ...] | None) -> None:
         """Queue a state change (``changes["state"]``, from ``only_from`` as far as the table
         allows); a later change of the same unit merges into it and the store sees one edge."""
+        for key in _TEXT_KEYS:
+            value = changes.get(key)
+            if type(value) is str and not value.isascii():
+                changes[key] = storable(value)
         pending = self.updates.get(unit_id)
         if pending is None:
             self.updates[unit_id] = [changes, only_from]
@@ -94,26 +237,56 @@ class Agent:
 
     def flush(self) -> None:
         """Write queued changes in one store call (observers hear what was written); units
-        changed under us are stopped silently."""
-        if not self.updates:
+        changed under us are stopped silently. A batch the store refuses for its content (not
+        for being unreachable) is written unit by unit, and a unit that still cannot be written
+        ends ``Failed`` with the reason, so one bad record never holds the others."""
+        if not self.updates or time.monotonic() < self.flush_after:
             return
         batch = [UnitChange(uid, changes["state"], changes, only_from, self.pilot_id)
                  for uid, (changes, only_from) in self.updates.items()]
         try:
-            applied = change_units(self.store, batch, self.session)
-        except Exception as exc:  # the store retried already; keep the changes for the next try
-            self.log.warning("state update failed; will retry", error=str(exc))
-            return
+            applied = self.store_call(change_units, self.store, batch, self.session)
+        except Exception as exc:
+            if _transient(exc):  # the store retried already: keep the changes, try again later
+                self.store_failed("state update", exc)
+                self.flush_after = time.monotonic() + self.flush_pause
+                self.flush_pause = min(2 * self.flush_pause, FLUSH_BACKOFF_MAX)
+                return
+            applied = self._flush_one_by_one(batch, exc)
+        self.flush_pause, self.flush_after = FLUSH_EVERY, 0.0
         self.updates.clear()
         for change in batch:
             unit = self.workers.running.get(change.id)
             if change.id not in applied and unit is not None:
                 unit.terminate(None, KILL_GRACE)
 
+    def _flush_one_by_one(self, batch: list[UnitChange], error: BaseException) -> dict[str, State]:
+        """Write a refused batch unit by unit; fail the units whose change cannot be written."""
+        self.log.warning("state update refused; writing unit by unit", units=len(batch), error=storable(str(error)))
+        applied: dict[str, State] = {}
+        for change in batch:
+            try:
+                applied.update(self.store_call(change_units, self.store, [change], self.session))
+                continue
+            except Exception as exc:
+                reason = f"the agent could not record this unit's state: {storable(str(exc))}"
+            keep = {k: v for k, v in change.changes.items()
+                    if k in ("started", "finished", "exit_code") and v is not None}
+            failed = UnitChange(change.id, State.Failed, {**keep, "state": State.Failed, "reason": reason},
+                                None, self.pilot_id)
+            try:
+                applied.update(self.store_call(change_units, self.store, [failed], self.session))
+            except Exception as exc:  # nothing more to try for this unit: it is dropped, with a trace
+                self.log.error("cannot record unit", unit=change.id, error=storable(str(exc)))
+            unit = self.workers.running.get(change.id)
+            if unit is not None:  # recorded Failed (or not at all): it must not run on unseen
+                unit.terminate(None, KILL_GRACE)
+        return applied
+
     def handle_events(self) -> None:
         """Turn what the slot workers reported into state changes."""
         for event in self.workers.drain_events():
-            if event[0] in ("started", "failed"):
+            if event[0] in ("started", "failed", "canceled"):
                 self.claimer.count_started()
             if event[0] == "started":
                 _, unit, started, sandbox = event
@@ -123,6 +296,11 @@ class Agent:
                 _, rec, host, started, sandbox = event
                 self.record(rec["id"], {"state": State.Staging, "started": started, "host": host,
                                         "sandbox": sandbox}, (State.Pending,))
+            elif event[0] == "canceled":
+                _, rec, host, sandbox, started = event
+                self.workers.canceled.discard(rec["id"])
+                self.record(rec["id"], {"state": State.Canceled, "started": started, "finished": time.time(),
+                                        "host": host, "sandbox": sandbox}, (State.Pending, State.Staging))
             elif event[0] == "staging-out":
                 self.record(event[1].id, {"state": State.Staging}, (State.Running,))
             elif event[0] == "ended":
@@ -156,47 +334,64 @@ class Agent:
         return started
 
     def run(self) -> None:
-        """Run until canceled, walltime or failure, then drain."""
-        next_heartbeat = next_control = next_claim = 0.0
-        idle = 0.002
-        last_flush = time.monotonic()
+        """Run until canceled, walltime, failure or a store lost too long, then drain."""
+        self.next_heartbeat = self.next_control = self.next_claim = 0.0
+        self.idle = 0.002
+        self.last_flush = time.monotonic()
         while True:
-            now = time.monotonic()
-            self.check_signals()
-            if self.walltime_end is not None and now >= self.walltime_end and self.stop is None:
-                self.stop = (State.Done, "pilot walltime reached")
-            if now >= next_heartbeat:
-                self.heartbeat()
-                next_heartbeat = now + self.heartbeat_every
-            if self.stop is not None:
-                break
-            self.handle_events()
-            if (self.workers.running or self.workers.ready) and now >= next_control:
-                self.check_canceled()
-                next_control = now + CONTROL_EVERY
-            self.check_deadlines(now)
-            ready = len(self.workers.ready)
-            prefetch = self.claimer.prefetch(now)
-            self.workers.low_water = max(1, prefetch // 2)
-            want = self.workers.total + prefetch - self.workers.busy() - ready
-            hungry = ready <= self.workers.low_water and want > 0
-            if hungry and now >= next_claim:
-                claimed = self.claim(want, now)
-                idle = 0.002 if claimed else min(idle * 2, IDLE_MAX)
-                next_claim = now if claimed else now + idle
-            self.claimer_chores(now)
-            if len(self.updates) >= FLUSH_BATCH or (self.updates and now - last_flush >= FLUSH_EVERY):
-                self.flush()
-                last_flush = now
-            due = [next_heartbeat, now + PEERS_WAKE]
-            if hungry:
-                due.append(next_claim)
-            if self.workers.running or self.updates:
-                due.append(now + FLUSH_EVERY)
-            if self.walltime_end is not None:
-                due.append(self.walltime_end)
-            self.wait(max(0.0, min(due) - time.monotonic()))
+            try:
+                if self.step():
+                    break
+            except _Interrupted:
+                self.in_store = False  # a signal came during a store call: check_signals stops us
+        assert self.stop is not None
         self.drain(*self.stop)
+
+    def step(self) -> bool:
+        """One round of the loop; True when the agent must drain."""
+        now = time.monotonic()
+        self.check_signals()
+        if self.walltime_end is not None and now >= self.walltime_end and self.stop is None:
+            self.stop = (State.Done, "pilot walltime reached")
+        if self.store_lost_at is not None and now - self.store_lost_at >= self.loss_timeout and self.stop is None:
+            self.stop = (State.Failed, f"coordination store unreachable for {now - self.store_lost_at:.0f} s "
+                                       f"({STORE_LOSS_ENV}={self.loss_timeout:g})")
+            self.log.error("giving up: the coordination store is lost", reason=self.stop[1])
+        if now >= self.next_heartbeat and self.stop is None:
+            self.next_heartbeat = now + self.heartbeat_every
+            self.heartbeat()
+        if self.stop is not None:
+            return True
+        self.handle_events()
+        if (self.workers.busy() or self.workers.ready) and now >= self.next_control:
+            self.next_control = now + CONTROL_EVERY
+            self.check_canceled()
+        self.check_deadlines(now)
+        ready = len(self.workers.ready)
+        prefetch = self.claimer.prefetch(now)
+        self.workers.low_water = max(1, prefetch // 2)
+        want = self.workers.total + prefetch - self.workers.busy() - ready
+        hungry = ready <= self.workers.low_water and want > 0 and self.store_lost_at is None
+        if hungry and now >= self.next_claim:
+            claimed = self.claim(want, now)
+            self.idle = 0.002 if claimed else min(self.idle * 2, IDLE_MAX)
+            self.next_claim = now if claimed else now + self.idle
+        if self.store_lost_at is None:
+            self.claimer_chores(now)
+        if len(self.updates) >= FLUSH_BATCH or (self.updates and now - self.last_flush >= FLUSH_EVERY):
+            self.last_flush = now
+            self.flush()
+        due = [self.next_heartbeat, now + PEERS_WAKE]
+        if hungry:
+            due.append(self.next_claim)
+        if self.workers.running or self.updates:
+            due.append(now + FLUSH_EVERY)
+        elif self.workers.busy():  # units staging in: look for their cancel in time
+            due.append(self.next_control)
+        if self.walltime_end is not None:
+            due.append(self.walltime_end)
+        self.wait(max(0.0, min(due) - time.monotonic()))
+        return False
 
     def wait(self, timeout: float) -> None:
         """Block until a signal or a slot worker wakes us, or ``timeout`` passes."""
@@ -219,7 +414,10 @@ class Agent:
         """Turn SIGTERM/SIGINT/SIGHUP into a stop: Canceled if the user asked, else Failed."""
         if self.signals and self.stop is None:
             name = signal.Signals(self.signals[0]).name
-            pilot = (self.store.get_pilots([self.pilot_id]) or [{}])[0]
+            try:  # bounded: a lost store must not hold a signaled agent
+                pilot = (_bounded(lambda: self.store.get_pilots([self.pilot_id]), SIGNAL_STORE_SECONDS) or [{}])[0]
+            except Exception:
+                pilot = {}
             if pilot.get("cancel_requested") or pilot.get("state") == State.Canceled:
                 self.stop = (State.Canceled, "pilot canceled")
             else:
@@ -230,9 +428,9 @@ class Agent:
         it ran out); stop when the pilot was canceled or ended elsewhere."""
         renewed = time.monotonic()
         try:
-            pilot = self.store.heartbeat(self.pilot_id, time.time())
+            pilot = self.store_call(self.store.heartbeat, self.pilot_id, time.time())
         except Exception as exc:  # the store retried already: carry on, the next beat may pass
-            self.log.warning("heartbeat failed", error=str(exc))
+            self.store_failed("heartbeat", exc)
             return
         if pilot is not None and pilot["state"] == State.Running and not pilot.get("cancel_requested"):
             self.workers.renew_lease(renewed + self.lease)
@@ -249,10 +447,11 @@ class Agent:
         with self.workers.cond:
             queued = [rec["id"] for rec in self.workers.ready]
         try:  # one read of this pilot's active units, only the fields needed
-            active = self.store.find_units(pilot_id=self.pilot_id, states=[State.Pending, State.Staging, State.Running],
-                                           fields=("id", "state", "cancel_requested"))
+            active = self.store_call(self.store.find_units, pilot_id=self.pilot_id,
+                                     states=[State.Pending, State.Staging, State.Running],
+                                     fields=("id", "state", "cancel_requested"))
         except Exception as exc:
-            self.log.warning("cancel check failed", error=str(exc))
+            self.store_failed("cancel check", exc)
             return
         flagged = [u for u in active if u["cancel_requested"] and u["state"] != State.Pending]
         still_ours = {u["id"] for u in active if u["state"] == State.Pending}
@@ -266,13 +465,15 @@ class Agent:
             unit = self.workers.running.get(rec["id"])
             if unit is not None:
                 unit.terminate((State.Canceled, None), KILL_GRACE)
+            else:  # not started: a slot still staging its input gives up
+                self.workers.canceled.add(rec["id"])
 
     def claim(self, want: int, now: float) -> int:
         """Claim up to ``want`` units for the slot workers."""
         try:
-            claimed = self.claimer.claim(want, now)
+            claimed = self.store_call(self.claimer.claim, want, now)
         except Exception as exc:
-            self.log.warning("claim failed", error=str(exc))
+            self.store_failed("claim", exc)
             return 0
         runnable = []
         for rec in claimed:  # a unit given to this pilot directly may need more slots than it got
@@ -297,20 +498,25 @@ class Agent:
                     self.workers.ready.extend(kept)
             if overdue:
                 try:
-                    self.claimer.give_back(overdue)
+                    self.store_call(self.claimer.give_back, overdue)
                 except Exception:
                     self.workers.add(overdue)  # still ours: run them after all
                     raise
-            self.claimer.look_after_peers(now)
+            self.store_call(self.claimer.look_after_peers, now)
         except Exception as exc:
-            self.log.warning("claim housekeeping failed", error=str(exc))
+            self.store_failed("claim housekeeping", exc)
 
     # --- the end --------------------------------------------------------------------------
     def drain(self, end: State, reason: str) -> None:
-        """Stop every unit, write every change, end the pilot, hand queued units back."""
+        """Stop every unit, write every change, end the pilot, hand queued units back. After a
+        signal, or with the store lost, the store writes get ``DRAIN_STORE_SECONDS`` in all (what
+        they do not write, clients settle from the pilot's silence), so the agent ends in seconds."""
+        self.draining = True
+        self.in_store = False
         self.log.info("draining", state=str(end), reason=reason, running=len(self.workers.running))
         with self.workers.cond:
             self.workers.stopping = True
+        self.workers.halted.set()
         for unit in list(self.workers.running.values()):
             unit.terminate(None, KILL_GRACE)
         never_started = self.workers.stop(KILL_GRACE)
@@ -321,12 +527,28 @@ class Agent:
         self.handle_events()
         for rec in never_started:
             self.updates.pop(rec["id"], None)
-        self.flush()
-        # units first: whoever sees the pilot final sees its units settled
-        settle_units(self.store, self.pilot_id, reason, State.Canceled if end is State.Canceled else State.Failed,
-                     session=self.session, release=True)
-        transition(self.store, Kind.pilot, [self.pilot_id], end, {
-            "finished": time.time(), "reason": None if end is State.Canceled else reason}, session=self.session)
+        self.flush_after = 0.0
+
+        def write() -> None:
+            self.flush()
+            # units first: whoever sees the pilot final sees its units settled
+            settle_units(self.store, self.pilot_id, reason,
+                         State.Canceled if end is State.Canceled else State.Failed, session=self.session, release=True)
+            transition(self.store, Kind.pilot, [self.pilot_id], end, {
+                "finished": time.time(), "reason": None if end is State.Canceled else storable(reason)},
+                session=self.session)
+
+        try:
+            if self.signal_at is not None or self.signals:
+                start = self.signal_at if self.signal_at is not None else time.monotonic()
+                _bounded(write, max(0.2, start + SIGNAL_EXIT_SECONDS - 0.5 - time.monotonic()))
+            elif self.store_lost_at is not None:
+                _bounded(write, DRAIN_STORE_SECONDS)
+            else:
+                write()
+        except Exception as exc:
+            self.log.error("could not record the end of the pilot", error=storable(str(exc)),
+                           unwritten=len(self.updates))
         me = os.getpid()
         if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
             signal_session(me, signal.SIGKILL, spare=me)

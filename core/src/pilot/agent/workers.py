@@ -32,8 +32,9 @@ Event = tuple[Any, ...]
 class SlotWorkers:
     """Runs queued units on the slots of an allocation and reports what happened as events:
     ``("staging", record, host, time, sandbox)`` (input staging begins), ``("started", unit, time,
-    sandbox)``, ``("staging-out", unit)``, ``("ended", unit, returncode, time)`` and ``("failed",
-    record, host, sandbox, StartError, time)``. Units with data keys are staged in this thread by
+    sandbox)``, ``("staging-out", unit)``, ``("ended", unit, returncode, time)``, ``("failed",
+    record, host, sandbox, StartError, time)`` and ``("canceled", record, host, sandbox, time)`` (canceled
+    while it waited for its input data). Units with data keys are staged in this thread by
     ``stager()`` (built on first use), before they start and after they succeed."""
 
     def __init__(self, resources: AgentResources, methods: Mapping[str, LaunchMethod], sandbox: str,
@@ -49,6 +50,9 @@ class SlotWorkers:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.stopping = False
         self.halted = threading.Event()  # the agent got a signal to stop: start nothing more
+        #: units whose cancel the agent saw before they started (a slot waiting for their input
+        #: data gives up within 0.2 s)
+        self.canceled: set[str] = set()
         self.wake_fd, self.low_water = wake_fd, low_water
         #: monotonic time until which this agent's claims hold (renewed by its heartbeats): a slot
         #: starts nothing after it, since others may then hand its units to another pilot
@@ -148,6 +152,14 @@ class SlotWorkers:
                 self.free_hosts.extend(hosts)
                 self.cond.notify(len(hosts))
 
+    def _stop_staging(self, unit_id: str) -> str | None:
+        """Why a slot should stop waiting for a unit's input data, if it should."""
+        if unit_id in self.canceled:
+            return "unit canceled"
+        if self.stopping or self.halted.is_set():
+            return "pilot draining"
+        return None
+
     def _method(self, description: dict[str, Any], host: str) -> LaunchMethod:
         if description.get("spmd_variation") == "mpi":
             return self.methods[self.resources.mpi_launch_method]
@@ -167,8 +179,14 @@ class SlotWorkers:
                 stage_in, stage_out = stager.needs_staging(description)
                 if stage_in:
                     self.events.put(("staging", record, hosts[0], started, sandbox))
-                    stager.stage_in(description, sandbox)
+                    stager.stage_in(description, sandbox, functools.partial(self._stop_staging, record["id"]))
             except Exception as exc:  # a failed transfer fails the unit with the reason
+                from pilot.data.records import WaitStopped
+
+                if isinstance(exc, WaitStopped):  # canceled, or the agent drains (it settles the unit)
+                    if record["id"] in self.canceled:
+                        self.events.put(("canceled", record, hosts[0], sandbox, started))
+                    return
                 self.events.put(("failed", record, hosts[0], sandbox, StartError(f"input staging failed: {exc}"),
                                  started))
                 return

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pilot.data import transfer
@@ -228,8 +228,14 @@ def wait_stored(store: Any, du_id: str, timeout: float | None) -> dict[str, Any]
         delay = min(delay * 1.5, 0.2)
 
 
-def wait_running(store: Any, du_id: str) -> dict[str, Any]:
-    """Wait until the DU is stored (Running); its data. ``PilotError`` when it ended otherwise."""
+class WaitStopped(Exception):
+    """``wait_running`` gave up because its ``stop`` callback said so (the unit was canceled, or
+    its agent drains); the message is the callback's answer."""
+
+
+def wait_running(store: Any, du_id: str, stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
+    """Wait until the DU is stored (Running); its data. ``PilotError`` when it ended otherwise;
+    ``WaitStopped`` as soon as ``stop()`` (asked every 0.2 s at most) returns a reason."""
     delay = 0.005
     while True:
         data = load(store, du_id, "data-unit")
@@ -238,6 +244,9 @@ def wait_running(store: Any, du_id: str) -> dict[str, Any]:
             return data
         if state.is_final:
             raise PilotError(f"data unit {du_id} is {state}" + (f": {data['reason']}" if data.get("reason") else ""))
+        why = stop() if stop is not None else None
+        if why:
+            raise WaitStopped(why)
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pilot import urls
@@ -114,14 +114,16 @@ class Stager:
             except PilotError as exc:
                 raise PilotError(f"file_transfer {spec!r}: {exc}") from None
 
-    def stage_in(self, description: Mapping[str, Any], sandbox: str) -> None:
+    def stage_in(self, description: Mapping[str, Any], sandbox: str,
+                 stop: Callable[[], str | None] | None = None) -> None:
         """Everything a unit needs before it starts: its DUs' files (linked when a replica is on
-        this filesystem) and its ``file_transfer`` inputs."""
+        this filesystem) and its ``file_transfer`` inputs. While a DU is still being stored, the
+        wait ends with ``records.WaitStopped`` as soon as ``stop()`` gives a reason."""
         os.makedirs(sandbox, exist_ok=True)
         for du_url in description.get("input_data", ()):
             store, du_id = self._du(du_url)
             try:
-                data = records.wait_running(store, du_id)
+                data = records.wait_running(store, du_id, stop)
                 records.fetch(self.session, du_id, data, sandbox, link=True)
             except PilotError as exc:
                 raise PilotError(f"input data unit {du_id}: {exc}") from None
