@@ -47,7 +47,9 @@ def test_credentials_file_is_private_and_found_again(tmp_path: Path) -> None:
     assert find_password(parse_url("redis://h:1/0"), env) == "second"
     assert find_password(parse_url("redis://h:1/1"), env) == "other"
     assert find_password(parse_url("redis://h:1/2"), env) is None
-    assert find_password(parse_url("redis://h:1/2"), {**env, "PILOT_REDIS_PASSWORD": "env"}) == "env"
+    scoped = {**env, "PILOT_REDIS_PASSWORD": "env", "PILOT_REDIS_PASSWORD_HOSTS": "h:1"}
+    assert find_password(parse_url("redis://h:1/2"), scoped) == "env"
+    assert find_password(parse_url("redis://h:1/2"), {**env, "PILOT_REDIS_PASSWORD": "env"}) is None  # not loopback
 
 
 def test_store_url_is_redacted_and_reopens_elsewhere(redis_url: str, redis_password: str, tmp_path: Path,

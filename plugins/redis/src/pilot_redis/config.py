@@ -10,7 +10,11 @@ The password never appears in the store's URL (``RedisStore.url`` is redacted, o
 built from it), so a process that only has that URL finds the password, in this order, in:
 
 1. the URL itself, when it carries one;
-2. ``$PILOT_REDIS_PASSWORD``;
+2. ``$PILOT_REDIS_PASSWORD``, but only for the server(s) it is meant for (``password_scope``):
+   the ``host[:port]`` entries of ``$PILOT_REDIS_PASSWORD_HOSTS`` when set; else the server of
+   ``$PILOT_COORDINATION_URL`` when that is a Redis URL; else loopback servers only. A pilot
+   agent also trusts the store on its own ``--store``. So a URL from a shared workflow file
+   that names another server never gets that password;
 3. the credentials file ``$PILOT_REDIS_CREDENTIALS`` (default
    ``$XDG_CONFIG_HOME/pilot/redis-passwords``, i.e. ``~/.config/pilot/redis-passwords``): lines
    ``[user@]host:port/db password``, mode 0600. A client that opens a URL with a password
@@ -23,6 +27,7 @@ import dataclasses
 import fcntl
 import os
 import re
+import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +35,9 @@ from pathlib import Path
 from pilot.errors import PilotError
 
 PASSWORD_ENV = "PILOT_REDIS_PASSWORD"  # noqa: S105 (the name of a variable)
+PASSWORD_HOSTS_ENV = "PILOT_REDIS_PASSWORD_HOSTS"  # noqa: S105 (the name of a variable)
+COORDINATION_ENV = "PILOT_COORDINATION_URL"
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 CREDENTIALS_ENV = "PILOT_REDIS_CREDENTIALS"
 DEFAULT_PORT = 6379
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -178,11 +186,64 @@ def remember_password(target: RedisTarget, environ: Mapping[str, str] | None = N
         os.close(lock)
 
 
+def _host_port(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port`` or a Redis URL as (lower-case host, port or None)."""
+    entry = entry.strip()
+    if "://" in entry:
+        try:
+            target = parse_url(entry)
+        except PilotError:
+            return "", None
+        return target.host.lower(), target.port
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+    else:
+        host, port_text = entry, ""
+    return host.lower(), int(port_text) if port_text.isdigit() else None
+
+
+def _agent_store() -> str | None:
+    """The ``--store`` of this process when it is a pilot agent (``python -m pilot.agent``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if getattr(spec, "name", None) not in ("pilot.agent.__main__", "pilot.agent"):
+        return None
+    argv = sys.argv
+    for number, arg in enumerate(argv[:-1]):
+        if arg == "--store":
+            return argv[number + 1]
+    return None
+
+
+def password_scope(environ: Mapping[str, str] | None = None) -> list[tuple[str, int | None]]:
+    """The servers ``$PILOT_REDIS_PASSWORD`` is sent to, as (host, port or None for any port)."""
+    env = os.environ if environ is None else environ
+    if env.get(PASSWORD_HOSTS_ENV):
+        scope = [_host_port(entry) for entry in env[PASSWORD_HOSTS_ENV].split(",") if entry.strip()]
+    elif urllib.parse.urlsplit(env.get(COORDINATION_ENV) or "").scheme in ("redis", "rediss"):
+        scope = [_host_port(env[COORDINATION_ENV])]
+    else:
+        scope = [(host, None) for host in LOOPBACK]
+    agent_store = _agent_store() if environ is None else None
+    if agent_store and urllib.parse.urlsplit(agent_store).scheme in ("redis", "rediss"):
+        scope.append(_host_port(agent_store))
+    return [(host, port) for host, port in scope if host]
+
+
+def _in_scope(target: RedisTarget, environ: Mapping[str, str] | None) -> bool:
+    host = target.host.lower()
+    return any(host == h and (port is None or port == target.port) for h, port in password_scope(environ))
+
+
 def find_password(target: RedisTarget, environ: Mapping[str, str] | None = None) -> str | None:
-    """The password for ``target``: from its URL, ``$PILOT_REDIS_PASSWORD`` or the credentials file."""
+    """The password for ``target``: from its URL, ``$PILOT_REDIS_PASSWORD`` (only for the servers
+    of ``password_scope``) or the credentials file (keyed by server, user and db)."""
     if target.password:
         return target.password
     env = os.environ if environ is None else environ
-    if env.get(PASSWORD_ENV):
+    if env.get(PASSWORD_ENV) and _in_scope(target, environ):
         return env[PASSWORD_ENV]
     return _read_entries(credentials_path(env)).get(target.credentials_key)
