@@ -20,6 +20,7 @@ from pilot.session import Session, default_session, heartbeat_timeout_from_env
 from pilot.site import resolve_pilot
 from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
 from pilot.store import Record
+from pilot.timeouts import check_timeout
 from pilot.transitions import transition
 
 DEFAULT_WORK_DIR = "pilot-work"
@@ -32,7 +33,9 @@ def new_id(prefix: str) -> str:
 
 def poll_until(done: Any, timeout: float | None, what: str) -> Any:
     """Call ``done()`` until it returns something other than None, backing off up to 50 ms;
-    raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds."""
+    raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds (``PilotError`` when
+    ``timeout`` is not a non-negative finite number or None)."""
+    timeout = check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.002
     while True:

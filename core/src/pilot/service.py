@@ -28,6 +28,7 @@ from pilot.log import get_logger
 from pilot.session import Session, default_session
 from pilot.states import ACTIVE_UNIT_STATES, LIVE_PILOT_STATES, State
 from pilot.store import Record
+from pilot.timeouts import check_timeout
 from pilot.transitions import change_units
 
 if TYPE_CHECKING:
@@ -290,6 +291,7 @@ class ComputeDataService(UrlIdentity):
         """Wait until every compute unit of this service is final and every data unit is stored
         (``Running``) or final. Raises ``PilotError`` naming the units when queued units can
         never run, ``TimeoutError`` after ``timeout`` s."""
+        timeout = check_timeout(timeout)
         if self._bound is None:
             return  # nothing was ever submitted
         store = self._bound

@@ -21,6 +21,7 @@ from pilot.handles import StoredObject, UrlIdentity, open_url
 from pilot.log import get_logger
 from pilot.session import Session, default_session
 from pilot.states import Kind, State
+from pilot.timeouts import check_timeout
 from pilot.transitions import transition
 
 
@@ -249,6 +250,7 @@ class PilotData(StoredObject):
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until no transfer into this PilotData is under way."""
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for du_id in self._store.children(self.id):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -316,6 +318,7 @@ class PilotDataService(UrlIdentity):
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until no transfer into any PilotData of this service is under way."""
+        check_timeout(timeout)
         for pd in self.list_pilots():
             pd.wait(timeout)
 

@@ -30,6 +30,7 @@ from pilot.data import transfer
 from pilot.errors import PilotError
 from pilot.plugin.types import FileInfo
 from pilot.states import State
+from pilot.timeouts import check_timeout
 
 FILE = "file:"
 AT = "at:"
@@ -215,6 +216,7 @@ def add_files(session: Any, store: Any, du_id: str, urls: Sequence[str]) -> list
 
 def wait_stored(store: Any, du_id: str, timeout: float | None) -> dict[str, Any]:
     """Wait until the DU is stored (no transfer under way) or final; its data."""
+    timeout = check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.005
     while True:
