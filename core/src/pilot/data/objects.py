@@ -97,8 +97,12 @@ class DataUnit(StoredObject):
     def add_files(self, file_urls: Sequence[str]) -> builtins.list[str]:
         """Add files (local paths or backend URLs) to every replica; returns their names. A
         file listed already is replaced."""
-        if isinstance(file_urls, str):
-            file_urls = [file_urls]
+        if isinstance(file_urls, str | os.PathLike):
+            file_urls = [os.fspath(file_urls)]
+        if not isinstance(file_urls, Sequence) or not all(isinstance(u, str | os.PathLike) for u in file_urls):
+            raise PilotError(f"add_files takes a list of file paths or URLs, got {type(file_urls).__name__}",
+                             key="file_urls")
+        file_urls = [os.fspath(u) for u in file_urls]
         return rec.add_files(self._session, self._store, self.id, list(file_urls))
 
     def export(self, directory: str | os.PathLike[str]) -> builtins.list[str]:
@@ -106,10 +110,15 @@ class DataUnit(StoredObject):
         state = self.wait()
         if state is not State.Running:
             raise PilotError(f"data unit {self.id} is {state}: nothing to export")
+        directory = os.fspath(directory)
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise PilotError(f"cannot export data unit {self.id}: {directory} exists and is not a directory")
         try:
-            return rec.fetch(self._session, self.id, self._data(), os.fspath(directory), link=False)
+            return rec.fetch(self._session, self.id, self._data(), directory, link=False)
         except PilotError as exc:
             raise PilotError(f"cannot export data unit {self.id}: {exc}") from None
+        except OSError as exc:
+            raise PilotError(f"cannot export data unit {self.id} into {directory}: {exc.strerror}") from None
 
     def wait(self, timeout: float | None = None) -> State:
         """Wait until no transfer of this data unit is under way; its state."""
@@ -265,6 +274,43 @@ class PilotData(StoredObject):
             self._session.data_backend(data["place"]).remove(data["place"], data.get("options") or {})
 
 
+#: Parts of an ``extra`` key (split at ``_``, ``-``, ``.``) that say it holds a credential.
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "credential",
+                           "credentials", "key", "privatekey", "apikey", "accesskey", "auth", "pkey", "cookie"})
+_WHERE_CREDENTIALS_GO = (
+    "credentials are never stored with a PilotData (its extra is kept in the coordination store). "
+    "SFTP authenticates with SSH keys: name a key file in extra.identity_file or $PILOT_SSH_IDENTITY, "
+    "or load the key into the SSH agent; a Redis password goes in the store URL once or in the "
+    "credentials file (see pilot-redis)")
+
+
+def _secret_key(key: str) -> bool:
+    words = [w for w in key.lower().replace("-", "_").replace(".", "_").split("_") if w]
+    joined = "".join(words)
+    return any(w in _SECRET_WORDS for w in words) or any(
+        joined.endswith(s) for s in ("password", "passwd", "passphrase", "secret", "token", "privatekey", "apikey"))
+
+
+def check_no_credentials(extra: Mapping[str, Any], where: str = "extra") -> None:
+    """Refuse ``extra`` keys (at any depth) that name a credential, and values holding key material;
+    ``PilotError`` names the key, never the value."""
+    for key, value in extra.items():
+        name = f"{where}[{key!r}]"
+        if isinstance(key, str) and _secret_key(key):
+            raise PilotError(f"PilotData {name} looks like a credential; {_WHERE_CREDENTIALS_GO}", key=name)
+        if isinstance(value, str) and "PRIVATE KEY" in value:
+            raise PilotError(f"PilotData {name} holds private key material; {_WHERE_CREDENTIALS_GO}", key=name)
+        if isinstance(value, Mapping):
+            check_no_credentials(value, name)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, Mapping):
+                    check_no_credentials(item, name)
+                elif isinstance(item, str) and "PRIVATE KEY" in item:
+                    raise PilotError(f"PilotData {name} holds private key material; {_WHERE_CREDENTIALS_GO}",
+                                     key=name)
+
+
 class PilotDataService(UrlIdentity):
     """Creates and owns PilotData. ``coordination_url`` picks the store (default: embedded)."""
 
@@ -289,6 +335,7 @@ class PilotDataService(UrlIdentity):
     def create_pilot(self, pilot_data_description: Mapping[str, Any] | PilotDataDescription) -> PilotData:
         """Validate the description, create the storage place, return the PilotData."""
         desc = PilotDataDescription.from_dict(pilot_data_description)
+        check_no_credentials(desc.extra)
         backend = self._session.data_backend(desc.service_url)  # PilotError for an unknown scheme
         pd_id = new_id("pd")
         place = _place_url(desc.service_url, pd_id)
