@@ -4,6 +4,7 @@ cause (issue 11, item 11)."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,51 @@ def test_good_timeouts_still_time_out(timeout: float) -> None:
     with pytest.raises(TimeoutError):
         poll_until(lambda: None, timeout, "nothing")
     assert poll_until(lambda: 1, None, "something") == 1
+
+
+def _fork(**fields: Any) -> dict[str, Any]:
+    return {"service_url": "fork://localhost", "number_of_processes": 1, **fields}
+
+
+@pytest.mark.parametrize(("description", "key"), [
+    (_fork(number_of_processes=2**63), "number_of_processes"),  # was OverflowError from the store
+    (_fork(number_of_processes=2**31), "number_of_processes"),
+    (_fork(extra={"a": {1, 2}}), "extra['a']"),  # was TypeError from json
+    (_fork(extra={"a": b"bytes"}), "extra['a']"),
+    (_fork(extra={"a": [object()]}), "extra['a']"),
+    (_fork(extra={"a": {(1, 2): "x"}}), "extra['a']"),
+])
+def test_pilot_descriptions_the_store_cannot_keep_are_refused(description: dict[str, Any], key: str) -> None:
+    pcs = PilotComputeService()
+    with pytest.raises(PilotError) as caught:
+        pcs.create_pilot(description)
+    assert caught.value.key == key
+    assert pcs.list_pilots() == []
+
+
+def test_a_huge_pilot_data_size_is_refused_before_the_directory_is_made(tmp_path: Path) -> None:
+    pds = PilotDataService()
+    for size in (1e308, 2.0**41):
+        with pytest.raises(PilotError, match="at most") as caught:
+            pds.create_pilot({"service_url": str(tmp_path / "pd"), "size": size})
+        assert caught.value.key == "size"
+    assert not (tmp_path / "pd").exists()
+    assert pds.create_pilot({"service_url": str(tmp_path / "ok"), "size": 1e6}) is not None
+
+
+def test_export_onto_a_file_and_add_files_of_none_are_pilot_errors(tmp_path: Path) -> None:
+    pds = PilotDataService()
+    pd = pds.create_pilot({"service_url": str(tmp_path / "pd")})
+    (tmp_path / "in.txt").write_text("x")
+    du = pd.submit_data_unit({"file_urls": [str(tmp_path / "in.txt")]})
+    du.wait(30)
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(PilotError, match="a-file exists and is not a directory"):
+        du.export(tmp_path / "a-file")
+    assert (tmp_path / "a-file").read_text() == "mine"
+    for bad in (None, 3, [None], {"a": 1}):
+        with pytest.raises(PilotError, match="add_files takes a list") as caught:
+            du.add_files(bad)  # type: ignore[arg-type]
+        assert caught.value.key == "file_urls"
+    assert du.add_files(tmp_path / "in.txt") == ["in.txt"]
+    assert sorted(os.path.basename(p) for p in du.export(tmp_path / "out")) == ["in.txt"]

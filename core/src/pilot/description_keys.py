@@ -97,6 +97,12 @@ def as_line(key: str, value: Any) -> str:
     return string
 
 
+#: The largest count (processes, replicas) a description may ask for.
+MAX_COUNT = 2**31 - 1
+#: The largest size in megabytes (about an exabyte).
+MAX_MEGABYTES = 2**40
+
+
 def as_positive_int(key: str, value: Any) -> int:
     """An integer >= 1 (a numeric string such as ``"4"`` is read)."""
     number: int
@@ -116,6 +122,8 @@ def as_positive_int(key: str, value: Any) -> int:
             raise type_error(key, "an integer", value) from None
     if number < 1:
         raise PilotError(f"description key {key!r} must be at least 1, got {number}", key=key)
+    if number > MAX_COUNT:  # a store keeps 64-bit integers; no count is sensible beyond this
+        raise PilotError(f"description key {key!r} must be at most {MAX_COUNT}, got {number}", key=key)
     return number
 
 
@@ -146,6 +154,8 @@ def as_megabytes(key: str, value: Any) -> float:
     number = _number(key, value, "a non-negative number of megabytes")
     if not math.isfinite(number) or number < 0:
         raise type_error(key, "a non-negative number of megabytes", value)
+    if number > MAX_MEGABYTES:  # kept in bytes as a 64-bit integer
+        raise PilotError(f"description key {key!r} must be at most {MAX_MEGABYTES} MB, got {value!r}", key=key)
     return number
 
 
@@ -235,19 +245,32 @@ def as_environment(key: str, value: Any) -> Mapping[str, str] | None:
     return MappingProxyType(pairs) if pairs else None
 
 
+def _extra_key(key: str, name: Any) -> Any:
+    if isinstance(name, str):
+        return as_line(key, name)
+    if name is None or isinstance(name, bool | int | float):
+        return name
+    raise PilotError(f"description key {key!r} has a key of type {type(name).__name__}: keys must be text",
+                     key=key)
+
+
 def _copy_extra(key: str, value: Any) -> Any:
     """A deep copy of an ``extra`` value (the user's lists and dicts stay theirs), checking strings."""
     if type(value) is str:
         return as_line(key, value)
     if isinstance(value, Mapping):
-        return {as_line(key, k) if isinstance(k, str) else k: _copy_extra(f"{key}[{k!r}]", v) for k, v in value.items()}
+        return {_extra_key(key, k): _copy_extra(f"{key}[{k!r}]", v) for k, v in value.items()}
     if isinstance(value, list):
         return [_copy_extra(key, v) for v in value]
     if isinstance(value, tuple):
         return tuple(_copy_extra(key, v) for v in value)
     if isinstance(value, str):
         return as_line(key, value)
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise PilotError(f"description key {key!r} holds a {type(value).__name__}: extra values must be text, "
+                     "numbers, booleans, None, lists or dicts (what the coordination store keeps as JSON)",
+                     key=key)
 
 
 def as_extra(key: str, value: Any) -> Mapping[str, Any] | None:
