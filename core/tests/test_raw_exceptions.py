@@ -103,3 +103,14 @@ def test_export_onto_a_file_and_add_files_of_none_are_pilot_errors(tmp_path: Pat
         assert caught.value.key == "file_urls"
     assert du.add_files(tmp_path / "in.txt") == ["in.txt"]
     assert sorted(os.path.basename(p) for p in du.export(tmp_path / "out")) == ["in.txt"]
+
+
+def test_a_fork_pilot_of_more_slots_than_the_host_can_hold_fails_at_submission() -> None:
+    """The agent would build one entry per slot: a fork pilot of 2**31-1 slots is refused."""
+    from pilot.builtin.fork import max_fork_slots
+
+    pcs = PilotComputeService()
+    pilot = pcs.create_pilot(_fork(number_of_processes=max_fork_slots() + 1))
+    assert pilot.get_state().value == "Failed"
+    assert "number_of_processes" in pilot.get_details()["reason"]
+    assert "at most" in pilot.get_details()["reason"]

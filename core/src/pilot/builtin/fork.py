@@ -26,6 +26,12 @@ _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 _DETACH = '"$@" </dev/null >>"$PILOT_AGENT_LOG" 2>&1 & echo $!'
 
 
+def max_fork_slots() -> int:
+    """The most slots a fork pilot may ask for: 16 per CPU of this host, at least 4096 (more
+    would only oversubscribe the host, and the agent keeps one entry per slot)."""
+    return max(4096, 16 * (os.cpu_count() or 1))
+
+
 class ForkAdaptor:
     """Runs the agent on this host."""
 
@@ -38,6 +44,11 @@ class ForkAdaptor:
 
     def submit(self, request: PilotJobRequest) -> str:
         """Start the agent detached; return ``<pid>@<host>/<pilot id>``."""
+        limit = max_fork_slots()
+        if request.description.number_of_processes > limit:
+            raise PilotError(f"number_of_processes {request.description.number_of_processes} is more than a "
+                             f"fork pilot offers on this host (at most {limit}: 16 per CPU, at least 4096)",
+                             key="number_of_processes")
         request.sandbox.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **request.environment, "PILOT_AGENT_LOG": str(request.sandbox / "agent.log"),
                MARKER: request.pilot_id}
