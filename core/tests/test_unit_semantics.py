@@ -147,3 +147,20 @@ def test_cancel_reaches_setsid_children(pcs: PilotComputeService) -> None:
         time.sleep(0.1)
     assert pids_matching("sleep 7401") == [] == pids_matching("sleep 7402") == pids_matching("sleep 7403")
     assert stays.get_state() in (State.Canceled, State.Failed)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["fork_exec", "Popen"])
+def test_spawn_falls_back_to_sh_on_enoexec_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         direct: bool) -> None:
+    from pilot.agent import spawn
+
+    monkeypatch.setattr(spawn, "_DIRECT", [direct and spawn._DIRECT[0]])
+    (tmp_path / "noshebang").write_text('echo "got $1" > out.txt\n')
+    (tmp_path / "noshebang").chmod(0o755)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        child = spawn.spawn(["./noshebang", "it"], str(tmp_path), -1, null, null, env=None)
+        assert child.wait() == 0
+    finally:
+        os.close(null)
+    assert (tmp_path / "out.txt").read_text() == "got it\n"

@@ -101,7 +101,8 @@ def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
     argv: list[str] = []
     try:
         error = description.get("error", "stderr.txt")
-        if error == output or os.path.normpath(error) == os.path.normpath(output):
+        if error == output or (("/" in error or "/" in output)  # names without "/" alias only when equal
+                               and os.path.normpath(error) == os.path.normpath(output)):
             stderr = stdout  # one file: one descriptor (and one offset), not two truncating opens
         else:
             stderr = os.open(os.path.join(sandbox, error), _WRITE, 0o666)
