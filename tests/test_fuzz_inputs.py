@@ -4,6 +4,7 @@ created (no pilot or unit record left by a rejected call). Bounded, so it runs i
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from pathlib import Path
@@ -13,11 +14,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pilot import ComputeDataService, PilotCompute, PilotComputeService, PilotError
-from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
+from pilot import ComputeDataService, PilotCompute, PilotComputeService, PilotDataService, PilotError
+from pilot.descriptions import (
+    ComputeUnitDescription,
+    DataUnitDescription,
+    PilotComputeDescription,
+    PilotDataDescription,
+)
 from pilot.session import Session
 from pilot.site import RESOURCE_KEYS, load_file, resolve_pilot
-from pilot.urls import parse, scheme_of
+from pilot.store.sqlite import SQLiteStore
+from pilot.urls import parse, redact, scheme_of
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -30,7 +37,9 @@ UNIT_KEYS = ["executable", "arguments", "environment", "working_directory", "out
 RUNNABLE_SCHEMES = {"fork", "local", "slurm", "pbs", "lsf", "flux", "cobalt"}
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=20), st.sampled_from(["mpi", "single", "fork://localhost", "A=1", ""]))
+                    st.text(max_size=20), st.sampled_from(["mpi", "single", "fork://localhost", "A=1", "", "[x",
+                                                           "dir-\udcff", "a\x00b", 2**63, 1e308]),
+                    st.binary(max_size=4), st.frozensets(st.integers(0, 3), max_size=2))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=8)
@@ -176,3 +185,106 @@ def test_site_configuration_files(lines: list[str], resource: str, desc: dict[st
     assert resolved.description.service_url
     walltime = resolved.description.walltime
     assert walltime is None or (math.isfinite(walltime) and walltime > 0)
+
+
+DESCRIPTION_TYPES = [PilotComputeDescription, ComputeUnitDescription, PilotDataDescription, DataUnitDescription]
+
+
+@pytest.mark.parametrize("kind", DESCRIPTION_TYPES, ids=lambda kind: kind.__name__)
+@settings(FUZZ, max_examples=50)
+@given(data=st.data())
+def test_every_description_type(kind: Any, data: st.DataObject) -> None:
+    """Every description type: its own keys (and others) with values of any type: a description
+    that the store can keep as JSON, or PilotError naming a key."""
+    desc = data.draw(descriptions([*kind._FIELDS, "extra", "size"]))
+    try:
+        made = kind.from_dict(desc)
+    except PilotError as exc:
+        refused: PilotError | None = exc
+    else:
+        refused = None
+        json.dumps(made.to_dict())
+    assert refused is None or refused.key is not None or "description" in str(refused)
+
+
+@pytest.fixture(scope="module")
+def pd_service(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    opened = Session()
+    root = tmp_path_factory.mktemp("pds")
+    yield PilotDataService(f"sqlite://{root / 'store.sqlite'}", session=opened), root
+    opened.close()
+
+
+@settings(FUZZ, max_examples=60)
+@given(desc=descriptions(list(PilotDataDescription._FIELDS)))
+def test_rejected_pilot_data_makes_no_directory(desc: dict[str, Any], pd_service: Any) -> None:
+    """create_pilot of PilotData: made, or PilotError and no directory created."""
+    pds, root = pd_service
+    place = root / uuid.uuid4().hex
+    desc = {**desc, "service_url": str(place)}
+    try:
+        pds.create_pilot(desc)
+    except PilotError:
+        assert not place.exists()
+
+
+@FUZZ
+@given(url=st.one_of(st.text(max_size=40), st.builds(
+    lambda scheme, rest: f"{scheme}://{rest}",
+    st.sampled_from(["sqlite", "redis", "file", "fork", "sftp", "x"]), st.text(max_size=30))),
+    kind=st.sampled_from(["pilot", "unit", "data-unit", "pilot-data", "pcs", "cds", "pds"]))
+def test_any_url_parses_or_is_a_pilot_error(url: str, kind: str) -> None:
+    """Brackets, surrogates, NUL, '%', '#': every URL function answers or raises PilotError."""
+    for call in (lambda: scheme_of(url), lambda: parse(url, kind), lambda: redact(url)):
+        try:
+            call()
+        except PilotError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def real_store_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real store file holding a few hundred units, checkpointed (no -wal)."""
+    from pilot.testing.records import unit_record
+
+    path = tmp_path_factory.mktemp("real") / "store.sqlite"
+    store = SQLiteStore(path)
+    store.insert_units([dict(unit_record(f"cu-{n}"), reason="r" * 100) for n in range(300)])
+    store.put_service("pcs-1", "pcs", {"a": 1})
+    store.close()
+    return path.read_bytes()
+
+
+@settings(FUZZ, max_examples=60)
+@given(cut=st.integers(0, 2**20), spots=st.lists(st.tuples(st.integers(0, 2**20), st.binary(min_size=1, max_size=64)),
+                                                 max_size=4), garbage=st.booleans())
+def test_the_store_reading_a_damaged_file(cut: int, spots: list[tuple[int, bytes]], garbage: bool,
+                                          real_store_bytes: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A store file truncated, overwritten in places, or all garbage: the store opens and reads,
+    or raises PilotError naming the file; never a raw sqlite3 error."""
+    data = bytearray(real_store_bytes[:cut % (len(real_store_bytes) + 1)])
+    for offset, chunk in spots:
+        if data:
+            at = offset % len(data)
+            data[at:at + len(chunk)] = chunk
+    if garbage:
+        data = bytearray(b"".join(chunk for _, chunk in spots) or b"x")
+    path = tmp_path_factory.mktemp("damaged") / "store.sqlite"
+    path.write_bytes(bytes(data))
+    message = str(path)
+    try:
+        store = SQLiteStore(path)
+    except PilotError as exc:
+        message = str(exc)
+    else:
+        try:
+            store.find_units()
+            store.get_units(["cu-1", "cu-299"])
+            store.get_service("pcs-1")
+            store.find_pilots()
+            store.insert_units([{"id": "cu-new", "state": "Pending", "slots": 1}])
+        except PilotError as exc:
+            message = str(exc)
+        finally:
+            store.close()
+    assert str(path) in message
