@@ -57,7 +57,7 @@ def test_agent_rides_out_a_short_outage_and_gives_up_after_its_loss_timeout(
     pcs, pilot, _ = _pilot(pilot_env, private_redis, monkeypatch,
                            PILOT_STORE_LOSS_TIMEOUT="6", PILOT_REDIS_RETRY_SECONDS="1")
     marker = f"loss-{pilot.id[-8:]}"
-    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 300 # {marker}'"]})
+    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 287 # {marker}'"]})
     wait_for(lambda: unit.get_state() == State.Running, 30, "the unit to run")
     agent = _pids(f"--pilot {pilot.id}")
     assert agent and _pids(marker)
@@ -84,7 +84,7 @@ def test_sigterm_ends_an_agent_whose_redis_is_gone_within_five_seconds(
         pilot_env: PilotEnv, private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch) -> None:
     pcs, pilot, _ = _pilot(pilot_env, private_redis, monkeypatch)  # the default: retries for 60 s
     marker = f"sigterm-{pilot.id[-8:]}"
-    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 300 # {marker}'"]})
+    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 287 # {marker}'"]})
     wait_for(lambda: unit.get_state() == State.Running, 30, "the unit to run")
     (agent,) = _pids(f"--pilot {pilot.id}")
     private_redis.stop()

@@ -105,7 +105,7 @@ def test_sigterm_ends_an_agent_whose_store_is_locked(pilot_env: PilotEnv) -> Non
     pcs = PilotComputeService()
     pilot = fork_pilot(pcs, slots=2)
     marker = f"hardening-{pilot.id[-8:]}"
-    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 300 # {marker}'"]})
+    unit = pilot.submit_compute_unit({"executable": "/bin/sh", "arguments": ["-c", f"'sleep 287 # {marker}'"]})
     short = pilot.submit_compute_unit({"executable": "sleep", "arguments": ["1"]})
     wait_for(lambda: unit.get_state() == short.get_state() == State.Running, 20, "the units to run")
     agent_pid = int(pilot._record()["agent_pid"])
