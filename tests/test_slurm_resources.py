@@ -80,9 +80,12 @@ def test_srun_single_and_mpi(tmp_path: Path) -> None:
 
 
 def test_mpiexec_pbsdsh_blaunch(tmp_path: Path) -> None:
+    (tmp_path / "hostfile").write_text("the user's own\n")
     mpi = launch("mpiexec", LaunchRequest("./a.out", ("c1", "c2"), tmp_path, 2, True))
-    assert mpi == ["mpiexec", "-n", "2", "-hostfile", str(tmp_path / "hostfile"), "./a.out"]
-    assert (tmp_path / "hostfile").read_text() == "c1\nc2\n"
+    assert mpi[:4] == ["mpiexec", "-n", "2", "-hostfile"] and mpi[5:] == ["./a.out"]
+    assert Path(mpi[4]).parent == tmp_path and Path(mpi[4]).name.startswith(".pilot-hostfile-")
+    assert Path(mpi[4]).read_text() == "c1\nc2\n"
+    assert (tmp_path / "hostfile").read_text() == "the user's own\n"
     remote = LaunchRequest("echo 'a b' > out", ("c2",), tmp_path, 1, False)
     assert launch("pbsdsh", remote) == ["pbsdsh", "-h", "c2", "--", "/bin/sh", "-c", 'cd "$1" && exec /bin/sh -c "$2"',
                                         "sh", str(tmp_path), "echo 'a b' > out"]

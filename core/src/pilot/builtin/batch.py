@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pilot.builtin.launch import command_argv
+from pilot.builtin.launch import command_argv, write_hostfile
 from pilot.plugin import hookimpl
 from pilot.plugin.types import AgentResources, LaunchMethodRecord, LaunchRequest, NodeSlots
 
@@ -184,13 +184,13 @@ class SrunLaunch:
 
 
 class MpiexecLaunch:
-    """``mpiexec -n N -hostfile <sandbox>/hostfile`` (MPICH and Open MPI both read it)."""
+    """``mpiexec -n N -hostfile <sandbox>/.pilot-hostfile-<random>`` (MPICH and Open MPI both
+    read it)."""
 
     def argv(self, request: LaunchRequest) -> list[str]:
-        """Write the host file (one line per slot), then wrap the command line in mpiexec."""
-        hostfile = request.sandbox / "hostfile"
-        hostfile.write_text("".join(f"{host}\n" for host in request.hosts))
-        return ["mpiexec", "-n", str(request.processes), "-hostfile", str(hostfile),
+        """Write the unit's own host file (one line per slot, never a user's ``hostfile``), then
+        wrap the command line in mpiexec."""
+        return ["mpiexec", "-n", str(request.processes), "-hostfile", write_hostfile(request),
                 *command_argv(request.command_line)]
 
 
