@@ -561,7 +561,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
     gc.set_threshold(100_000, 50, 100)  # the agent's records are short-lived and acyclic
     log = get_logger(pilot=pilot_id)
     session = Session()
-    store = session.store(store_url)
+    store = session.store(store_url, create=False)  # the pilot is in it: never make a new one
     pilots = store.get_pilots([pilot_id])
     if not pilots:
         log.error("no such pilot in the store", store=store.url)

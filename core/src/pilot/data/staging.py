@@ -95,7 +95,7 @@ class Stager:
 
     def _du(self, du_url: str) -> tuple[Any, str]:
         parsed = urls.parse(du_url, "data-unit")
-        return self.session.store(parsed.store_url), parsed.id
+        return self.session.store(parsed.store_url, create=False), parsed.id
 
     def fetch_in(self, specs: Iterable[str], unit_sandbox: str | None) -> None:
         """Copy ``file_transfer`` inputs into the unit or pilot sandbox, verified."""
