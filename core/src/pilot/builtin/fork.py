@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import urllib.parse
 
 from pilot.builtin.procs import cmdline_contains, is_alive, kill_marked, kill_session
@@ -76,6 +77,11 @@ class ForkAdaptor:
         pid = self._local_pid(native_id)
         if pid is None:
             return NativeStatus(State.Unknown, f"agent runs on another host ({native_id})")
+        if is_alive(pid) and self._is_agent(pid, native_id):
+            return NativeStatus(State.Running)
+        # a process in the middle of execve (a site's python wrapper exec'ing the agent) can
+        # show an empty command line for an instant: look once more before calling it gone
+        time.sleep(0.05)
         if is_alive(pid) and self._is_agent(pid, native_id):
             return NativeStatus(State.Running)
         return NativeStatus(State.Failed, f"agent process {pid} is gone")
