@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()  # our own session: we outlive the client, and cancel ends us and our units
     except PermissionError:
         pass  # already a session leader (or a batch system made us one)
-    from pilot.agent.runner import run_agent
+    from pilot.agent.startup import run_agent
 
     return run_agent(args.pilot, args.store, drain_margin=args.drain_margin)
 

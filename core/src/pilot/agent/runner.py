@@ -3,26 +3,35 @@ in batches, heartbeat, watch for cancels and walltimes, and drain at the end."""
 
 from __future__ import annotations
 
-import gc
-import math
 import os
 import selectors
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any
 
 from pilot.agent.claims import Claimer
+from pilot.agent.store_guard import (
+    DRAIN_STORE_SECONDS,
+    SIGNAL_EXIT_SECONDS,
+    SIGNAL_STORE_SECONDS,
+    STORE_LOSS_ENV,
+    TEXT_KEYS,
+    Interrupted,
+    bounded,
+    is_store_failure,
+    storable,
+    store_loss_timeout,
+)
 from pilot.agent.units import exit_reason
 from pilot.agent.workers import SlotWorkers
 from pilot.builtin.procs import signal_session
 from pilot.lifecycle import lease_seconds, settle_units
-from pilot.log import configure, get_logger
+from pilot.log import get_logger
 from pilot.plugin.types import AgentResources
 from pilot.session import Session
-from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
+from pilot.states import FINAL_STATES, Kind, State
 from pilot.store import Record
 from pilot.transitions import UnitChange, change_units, transition
 
@@ -33,72 +42,6 @@ IDLE_MAX = 0.05         # longest pause between two claims when there is no work
 KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
 PEERS_WAKE = 1.0        # longest sleep of an idle agent (it looks after its peers that often)
 FLUSH_BACKOFF_MAX = 1.0  # longest pause between two tries to write changes while the store fails
-STORE_LOSS_ENV = "PILOT_STORE_LOSS_TIMEOUT"
-STORE_LOSS_DEFAULT = 600.0  # seconds without the store before the agent stops its units and exits
-DRAIN_STORE_SECONDS = 2.5   # how long the drain's store writes may take after a signal or a lost store
-SIGNAL_STORE_SECONDS = 1.5  # how long the signal path may ask the store whether the pilot was canceled
-SIGNAL_EXIT_SECONDS = 4.5   # after a signal the agent is gone by then, whatever the store does
-_TEXT_KEYS = ("sandbox", "reason", "host")  # strings an agent writes that may come from paths or the OS
-
-
-class _Interrupted(BaseException):
-    """Raised by the signal handler inside a store call of the loop, so a store that retries for
-    a minute cannot hold a SIGTERM'd agent (a BaseException: no ``except Exception`` keeps it)."""
-
-
-def store_loss_timeout(environ: Any = None) -> float:
-    """Seconds without the store after which the agent gives up (``PILOT_STORE_LOSS_TIMEOUT``)."""
-    raw = (os.environ if environ is None else environ).get(STORE_LOSS_ENV)
-    try:
-        value = float(raw) if raw else STORE_LOSS_DEFAULT
-    except ValueError:
-        return STORE_LOSS_DEFAULT
-    return value if value > 0 and math.isfinite(value) else STORE_LOSS_DEFAULT
-
-
-def storable(text: str) -> str:
-    """``text`` as UTF-8 a store can take: undecodable bytes of a path (surrogate escapes) and
-    lone surrogates become backslash escapes (``dir-\\xff``)."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether a failed write is the store's fault (unreachable, locked) rather than the records'."""
-    return not isinstance(exc, (UnicodeError, ValueError, TypeError, OverflowError))
-
-
-def _bounded(func: Any, seconds: float) -> Any:
-    """``func()`` in a daemon thread; ``TimeoutError`` if it takes longer than ``seconds`` (it is
-    left behind: the agent is about to exit)."""
-    out: list[Any] = []
-    failed: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            out.append(func())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=call, name="pilot-bounded-store-call", daemon=True)
-    thread.start()
-    thread.join(max(0.0, seconds))
-    if failed:
-        raise failed[0]
-    if not out:
-        raise TimeoutError(f"the store did not answer within {seconds:g} s")
-    return out[0]
-
-
 class Agent:
     """Runs the units of one pilot on the slots of its allocation."""
 
@@ -155,7 +98,7 @@ class Agent:
             workers.halted.set()  # slots start nothing more; the loop drains
         if self.in_store and not self.draining and len(self.signals) == 1:
             self.in_store = False
-            raise _Interrupted  # out of a store call that may retry for a minute
+            raise Interrupted  # out of a store call that may retry for a minute
 
     def _watchdog(self) -> None:
         """Wait for a signal; then halt the slots, wake the loop, and make sure the agent ends."""
@@ -192,7 +135,7 @@ class Agent:
     def store_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """A store call of the loop: a signal interrupts it; success ends an outage."""
         if self.signals and not self.draining:
-            raise _Interrupted
+            raise Interrupted
         self.in_store = True
         try:
             result = func(*args, **kwargs)
@@ -225,7 +168,7 @@ class Agent:
     def record(self, unit_id: str, changes: dict[str, Any], only_from: tuple[State, ...] | None) -> None:
         """Queue a state change (``changes["state"]``, from ``only_from`` as far as the table
         allows); a later change of the same unit merges into it and the store sees one edge."""
-        for key in _TEXT_KEYS:
+        for key in TEXT_KEYS:
             value = changes.get(key)
             if type(value) is str and not value.isascii():
                 changes[key] = storable(value)
@@ -247,7 +190,7 @@ class Agent:
         try:
             applied = self.store_call(change_units, self.store, batch, self.session)
         except Exception as exc:
-            if _transient(exc):  # the store retried already: keep the changes, try again later
+            if is_store_failure(exc):  # the store retried already: keep the changes, try again later
                 self.store_failed("state update", exc)
                 self.flush_after = time.monotonic() + self.flush_pause
                 self.flush_pause = min(2 * self.flush_pause, FLUSH_BACKOFF_MAX)
@@ -342,7 +285,7 @@ class Agent:
             try:
                 if self.step():
                     break
-            except _Interrupted:
+            except Interrupted:
                 self.in_store = False  # a signal came during a store call: check_signals stops us
         assert self.stop is not None
         self.drain(*self.stop)
@@ -415,7 +358,7 @@ class Agent:
         if self.signals and self.stop is None:
             name = signal.Signals(self.signals[0]).name
             try:  # bounded: a lost store must not hold a signaled agent
-                pilot = (_bounded(lambda: self.store.get_pilots([self.pilot_id]), SIGNAL_STORE_SECONDS) or [{}])[0]
+                pilot = (bounded(lambda: self.store.get_pilots([self.pilot_id]), SIGNAL_STORE_SECONDS) or [{}])[0]
             except Exception:
                 pilot = {}
             if pilot.get("cancel_requested") or pilot.get("state") == State.Canceled:
@@ -541,9 +484,9 @@ class Agent:
         try:
             if self.signal_at is not None or self.signals:
                 start = self.signal_at if self.signal_at is not None else time.monotonic()
-                _bounded(write, max(0.2, start + SIGNAL_EXIT_SECONDS - 0.5 - time.monotonic()))
+                bounded(write, max(0.2, start + SIGNAL_EXIT_SECONDS - 0.5 - time.monotonic()))
             elif self.store_lost_at is not None:
-                _bounded(write, DRAIN_STORE_SECONDS)
+                bounded(write, DRAIN_STORE_SECONDS)
             else:
                 write()
         except Exception as exc:
@@ -552,48 +495,3 @@ class Agent:
         me = os.getpid()
         if os.getsid(0) == me:  # we lead our session: nothing we started may outlive us
             signal_session(me, signal.SIGKILL, spare=me)
-
-
-def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:
-    """Entry point of ``python -m pilot.agent``: returns the process exit status."""
-    configure(default_level="INFO")
-    sys.setswitchinterval(0.0005)  # slot threads returning from fork/exec get the GIL quickly
-    gc.set_threshold(100_000, 50, 100)  # the agent's records are short-lived and acyclic
-    log = get_logger(pilot=pilot_id)
-    session = Session()
-    store = session.store(store_url, create=False)  # the pilot is in it: never make a new one
-    pilots = store.get_pilots([pilot_id])
-    if not pilots:
-        log.error("no such pilot in the store", store=store.url)
-        return 2
-    pilot = pilots[0]
-    if State(pilot["state"]) not in LIVE_PILOT_STATES or pilot.get("cancel_requested"):
-        log.info("pilot already ended", state=pilot["state"])
-        return 0
-    resources = session.plugins.hook.pilot_agent_resources(environ=dict(os.environ),
-                                                           requested_slots=int(pilot.get("slots") or 1))
-    agent = Agent(session, store, pilot, resources, drain_margin)
-    transfers = (pilot.get("description") or {}).get("file_transfer")
-    if transfers:
-        try:
-            os.makedirs(agent.pilot_sandbox, exist_ok=True)
-            agent.stager().fetch_in(transfers, None)
-        except Exception as exc:
-            reason = f"pilot file_transfer failed: {exc}"
-            log.error("pilot staging failed", reason=reason)
-            transition(store, Kind.pilot, [pilot_id], State.Failed, {"reason": reason, "finished": time.time()},
-                       session=session, only_from=[State.New, State.Pending])
-            return 1
-    if not agent.start():
-        log.info("pilot ended before the agent started")
-        return 0
-    log.info("agent running", slots=agent.workers.total, source=resources.source)
-    try:
-        agent.run()
-    except Exception as exc:
-        log.exception("agent failed")
-        agent.drain(State.Failed, f"agent error: {exc}")
-        return 1
-    finally:
-        session.close()
-    return 0
