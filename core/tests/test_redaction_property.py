@@ -47,14 +47,23 @@ def test_url_errors_never_show_the_password(password: str, template: str) -> Non
     if template == TEMPLATES[3]:
         assume(":" not in password)
     assume(_hidden(password, template))
-    url = template.replace("{p}", password)
+    # the messages' own words ("malformed", "object URL" ...) are not the password showing
+    assume(all(password not in message for message in _messages(template.replace("{p}", "QZQZQZ"))))
+    for message in _messages(template.replace("{p}", password)):
+        assert password not in message
+
+
+def _messages(url: str) -> list[str]:
+    """The errors (or '') that looking at ``url`` as a store or object URL gives."""
+    out = []
     for check in (lambda: scheme_of(url), lambda: parse(url, "unit"), lambda: parse(url + "#unit/x/y", "unit")):
         message = ""
         try:
             check()
         except PilotError as exc:
             message = str(exc)
-        assert password not in message
+        out.append(message)
+    return out
 
 
 @pytest.mark.parametrize(("url", "shown"), [
