@@ -415,6 +415,13 @@ class SQLiteStore:
                     max_slots: int | None = None) -> list[Record]:
         if limit <= 0:
             return []
+        too_big = "" if max_slots is None else f" AND slots <= {int(max_slots)}"
+        con = self._con()  # an idle agent asks often: look first, take the write lock only for work
+        if not con.execute("SELECT 1 FROM units WHERE pilot_id = ? AND state = ? AND claimed = 0 LIMIT 1",
+                           (pilot_id, CLAIMABLE_STATE.value)).fetchone() and not any(
+                con.execute(f"SELECT 1 FROM units INDEXED BY units_queue WHERE cds_id = ? AND {_PLAIN}{too_big}"
+                            " LIMIT 1", (cds_id,)).fetchone() for cds_id in dict.fromkeys(services)):
+            return []
         with self._write() as con:
             rows = con.execute(
                 "UPDATE units SET claimed = 1 WHERE seq IN (SELECT seq FROM units WHERE pilot_id = ?"
@@ -423,7 +430,6 @@ class SQLiteStore:
             left = limit - len(rows)
             if left > 0 and services:
                 seqs: list[int] = []
-                too_big = "" if max_slots is None else f" AND slots <= {int(max_slots)}"
                 for cds_id in dict.fromkeys(services):
                     seqs += [row[0] for row in con.execute(
                         f"SELECT seq FROM units INDEXED BY units_queue WHERE cds_id = ? AND {_PLAIN}{too_big}"
