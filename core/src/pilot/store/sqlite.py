@@ -22,6 +22,7 @@ from pilot.plugin.types import CoordinationStoreRecord
 from pilot.states import ACTIVE_UNIT_STATES, CLAIMABLE_STATE, QUEUED_UNIT_STATES, State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
 from pilot.store.sqlite_schema import damaged, prepare
+from pilot.store.sqlite_updates import expected_states, states_of, update_many, update_one
 
 T = TypeVar("T")
 
@@ -360,22 +361,22 @@ class SQLiteStore:
         if not updates:
             return {}
         with self._write() as con:
-            before = _states_of(con, list(dict.fromkeys(update.id for update in updates)))
+            before = states_of(con, list(dict.fromkeys(update.id for update in updates)))
             if len(before) < len(updates) or len({update.id for update in updates}) < len(updates):
                 applied: dict[str, str] = {}
                 for update, row in encoded:
-                    if _update_one(con, update, row):
+                    if update_one(con, update, row):
                         applied.setdefault(update.id, before[update.id])
                 return applied
             # a batch names each unit once: one statement per shape and chunk, not per unit
             groups: dict[tuple[Any, ...], list[tuple[UnitUpdate, dict[str, Any]]]] = {}
             for update, row in encoded:
-                groups.setdefault((tuple(row), _expected(update), update.pilot_id), []).append((update, row))
+                groups.setdefault((tuple(row), expected_states(update), update.pilot_id), []).append((update, row))
             done: set[str] = set()
             for (columns, expect, pilot_id), members in groups.items():
                 per_chunk = max(1, 900 // (len(columns) + 1))
                 for first in range(0, len(members), per_chunk):
-                    done.update(_update_many(con, columns, expect, pilot_id, members[first:first + per_chunk]))
+                    done.update(update_many(con, columns, expect, pilot_id, members[first:first + per_chunk]))
         return {update.id: before[update.id] for update in updates if update.id in done}
 
     @_retrying
@@ -450,49 +451,6 @@ def _make_private(path: Path) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-
-
-def _conditions(expect: tuple[str, ...] | None, pilot_id: str | None) -> tuple[str, list[Any]]:
-    # unary +: look rows up by id only (see bind_units)
-    sql, args = "", list[Any]()
-    if expect is not None:
-        sql += f" AND +units.state IN ({_marks(expect)})"
-        args += expect
-    if pilot_id is not None:
-        sql += " AND +units.pilot_id = ?"
-        args.append(pilot_id)
-    return sql, args
-
-
-def _states_of(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = tuple(ids[start:start + 500])
-        found.update(con.execute(f"SELECT id, state FROM units WHERE id IN ({_marks(chunk)})", chunk).fetchall())
-    return found
-
-
-def _expected(update: UnitUpdate) -> tuple[str, ...] | None:
-    return None if update.expect is None else tuple(State(s).value for s in update.expect)
-
-
-def _update_one(con: sqlite3.Connection, update: UnitUpdate, row: dict[str, Any]) -> bool:
-    where, args = _conditions(_expected(update), update.pilot_id)
-    sql = f"UPDATE units SET {', '.join(f'{k} = ?' for k in row)} WHERE units.id = ?{where}"
-    return bool(con.execute(sql, [*row.values(), update.id, *args]).rowcount)
-
-
-def _update_many(con: sqlite3.Connection, columns: tuple[str, ...], expect: tuple[str, ...] | None,
-                 pilot_id: str | None, members: Sequence[tuple[UnitUpdate, dict[str, Any]]]) -> list[str]:
-    where, args = _conditions(expect, pilot_id)
-    values = ", ".join([f"({_marks(('id', *columns))})"] * len(members))
-    sql = (f"WITH v(id, {', '.join(columns)}) AS (VALUES {values}) "
-           f"UPDATE units SET {', '.join(f'{k} = v.{k}' for k in columns)} FROM v"
-           f" WHERE units.id = v.id{where} RETURNING units.id")
-    flat: list[Any] = []
-    for update, row in members:
-        flat += (update.id, *row.values())
-    return [found[0] for found in con.execute(sql, [*flat, *args]).fetchall()]
 
 
 @hookimpl
