@@ -40,16 +40,10 @@ _WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
 _DU_BUSY = (State.New.value, State.Pending.value)  # a data unit still being stored
 
 
-def pcs_children(store: Any, cds_id: str) -> list[str]:
-    """The pilot compute services linked under a ComputeDataService (it also links its pilot
-    data services and data units)."""
-    return pcs_of(store, cds_id)
-
-
 def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
     """The live pilots of the service's pilot compute services (refreshed when a session is
     given, so dead ones are found and the units their agents left are given back)."""
-    pilots = store.pilots_of(pcs_children(store, cds_id))
+    pilots = store.pilots_of(pcs_of(store, cds_id))
     if session is not None:
         pilots = [refresh_pilot(session, store, p) for p in pilots]
         release_orphans(session, store, pilots)
