@@ -14,8 +14,8 @@ from pilot.plugin.types import AgentResources, LaunchRequest, NodeSlots
 
 
 def resources(environ: dict[str, str], requested: int = 2) -> AgentResources:
-    found: AgentResources = PluginManager(entry_points=False).hook.pilot_agent_resources(
-        environ=environ, requested_slots=requested)
+    found = PluginManager(entry_points=False).agent_resources(environ, requested)
+    assert found is not None
     return found
 
 

@@ -154,5 +154,5 @@ def test_the_placement_hook_sees_the_labels_of_the_data() -> None:
 
     view = UnitView("cu-1", 1, None, None, ("u#data-unit/du-1",), (("east", None),))
     pilots = [PilotView("p-w", State.Running, 2, 2, "west", None), PilotView("p-e", State.Running, 2, 1, "east", "m")]
-    assert session.plugins.hook.pilot_place_unit(unit=view, pilots=pilots) == "p-e"
+    assert session.plugins.place_unit(view, pilots) == "p-e"
     assert seen == [(("u#data-unit/du-1",), (("east", None),))]

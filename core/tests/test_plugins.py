@@ -46,14 +46,14 @@ def _manager(**extra: object) -> PluginManager:
 def test_builtins_register_through_the_hooks() -> None:
     pm = _manager()
     assert set(BUILTIN_PLUGINS) <= set(pm.plugin_names())
-    owners = {impl.plugin_name for impl in pm.hook.pilot_resource_adaptors.get_hookimpls()}
+    owners = set(pm.implementers("pilot_resource_adaptors"))
     assert "fork" in owners
     assert pm.adaptors["fork"] is pm.adaptors["local"]
     assert pm.adaptor_for("fork").name == "fork"
     assert pm.store_for("sqlite").name == "sqlite"
     assert {"fork", "mpirun"} <= set(pm.launch_methods)
-    assert "placement" in {impl.plugin_name for impl in pm.hook.pilot_place_unit.get_hookimpls()}
-    resources = pm.hook.pilot_agent_resources(environ={}, requested_slots=3)
+    assert "placement" in pm.implementers("pilot_place_unit")
+    resources = pm.agent_resources({}, 3)
     assert resources.total_slots == 3
 
 
@@ -140,14 +140,14 @@ def test_a_placement_plugin_replaces_the_default_policy() -> None:
     unit = UnitView(id="cu-1", slots=1, datacenter=None, machine=None)
     pilots = [PilotView("pilot-small", State.Running, 2, 1, None, None),
               PilotView("pilot-big", State.Running, 8, 8, None, None)]
-    assert _manager().hook.pilot_place_unit(unit=unit, pilots=pilots) == "pilot-big"
+    assert _manager().place_unit(unit, pilots) == "pilot-big"
 
     class Smallest:
         @hookimpl
         def pilot_place_unit(self, unit: UnitView, pilots: Sequence[PilotView]) -> str | None:
             return min(pilots, key=lambda p: p.free).id
 
-    assert _manager(smallest=Smallest()).hook.pilot_place_unit(unit=unit, pilots=pilots) == "pilot-small"
+    assert _manager(smallest=Smallest()).place_unit(unit, pilots) == "pilot-small"
 
 
 # --- a third-party distribution, built and installed for real -------------------------------

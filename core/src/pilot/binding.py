@@ -36,7 +36,7 @@ def capacity(slots: int) -> int:
 
 def custom_policy(session: Any) -> bool:
     """Whether a plugin other than the built-in one answers ``pilot_place_unit`` in ``session``."""
-    return any(impl.plugin_name != DEFAULT_POLICY for impl in session.plugins.hook.pilot_place_unit.get_hookimpls())
+    return any(name != DEFAULT_POLICY for name in session.plugins.implementers("pilot_place_unit"))
 
 
 def pcs_of(store: Any, cds_id: str) -> list[str]:
@@ -67,7 +67,7 @@ def choose(session: Any, store: Any, units: Sequence[Record], views: Sequence[Pi
     from its pilot's room for the next question), and the failures of units whose input data
     can never be stored."""
     free = {v.id: v.free for v in views}
-    hook = session.plugins.hook.pilot_place_unit
+    place_unit = session.plugins.place_unit
     data_views: dict[str, Any] = {}
     if any(unit.get("input_data") for unit in units):
         from pilot.data.placement import input_data_views
@@ -90,7 +90,7 @@ def choose(session: Any, store: Any, units: Sequence[Record], views: Sequence[Pi
                         tuple(unit.get("input_data") or ()), tuple(labels))
         candidates = [PilotView(v.id, v.state, v.slots, free.get(v.id, 0), v.datacenter, v.machine)
                       for v in views if v.slots >= view.slots]
-        chosen = hook(unit=view, pilots=candidates) if candidates else None
+        chosen = place_unit(view, candidates) if candidates else None
         if chosen in free and free[chosen] >= view.slots:
             bindings.append((unit["id"], chosen))
             free[chosen] -= view.slots

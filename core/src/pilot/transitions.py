@@ -39,13 +39,13 @@ def expected(kind: Kind, new: State | str, only_from: Iterable[State] | None = N
 
 def observed(session: Any) -> bool:
     """Whether any ``pilot_state_changed`` observer is registered in ``session``."""
-    return session is not None and bool(session.plugins.hook.pilot_state_changed.get_hookimpls())
+    return session is not None and bool(session.plugins.implementers("pilot_state_changed"))
 
 
 def notify(session: Any, kind: Kind, entity_id: str, old: State | str, new: State | str) -> None:
     """Tell ``pilot_state_changed`` observers about a change this process has written."""
     try:
-        session.plugins.hook.pilot_state_changed(kind=kind, entity_id=entity_id, old=State(old), new=State(new))
+        session.plugins.state_changed(kind, entity_id, State(old), State(new))
     except Exception:  # observers must not break the caller
         get_logger().exception("pilot_state_changed observer failed", entity=entity_id)
 

@@ -31,8 +31,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
     if State(pilot["state"]) not in LIVE_PILOT_STATES or pilot.get("cancel_requested"):
         log.info("pilot already ended", state=pilot["state"])
         return 0
-    resources = session.plugins.hook.pilot_agent_resources(environ=dict(os.environ),
-                                                           requested_slots=int(pilot.get("slots") or 1))
+    resources = session.plugins.agent_resources(dict(os.environ), int(pilot.get("slots") or 1))
     agent = Agent(session, store, pilot, resources, drain_margin)
     transfers = (pilot.get("description") or {}).get("file_transfer")
     if transfers:
