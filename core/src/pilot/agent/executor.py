@@ -7,8 +7,9 @@ It reads JSON lines on stdin and writes JSON lines on stdout:
 - out: ``{"event": "ready", "pid", "host"}`` once, then ``{"event": "started", "id", "pid"}``,
   ``{"event": "ended", "id", "returncode"}``, ``{"event": "failed", "id", "reason", "exit_code"}``.
 
-Units start exactly as the agent starts them locally (``start_unit`` with ``fork``), each in a
-thread that then waits for it. End of stdin means stop: every unit's group is killed, then exit.
+Units start exactly as the agent starts them locally (``start_unit`` with the ``fork`` launch
+method, asked of this process's plugin manager), each in a thread that then waits for it. End of
+stdin means stop: every unit's group is killed, then exit.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import threading
 import time
 from typing import Any
 
+from pilot.agent.launching import LOCAL_LAUNCH_METHOD, LaunchMethods
 from pilot.agent.spawn import ChildProcess
 from pilot.agent.units import StartError, start_unit
-from pilot.builtin.launch import ForkLaunch
+from pilot.plugin.manager import PluginManager
+from pilot.plugin.types import LaunchMethod
 
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the units when stdin closes
 
@@ -37,7 +40,7 @@ class Executor:
         self.lock = threading.Lock()
         self.procs: dict[str, ChildProcess] = {}
         self.host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-        self.method = ForkLaunch()
+        self.methods: LaunchMethods | None = None  # loaded with the first unit
         self.stopping = False
 
     def emit(self, **event: Any) -> None:
@@ -63,11 +66,20 @@ class Executor:
         elif op == "signal":
             self.signal(str(request["id"]), int(request["signum"]))
 
+    def local_method(self) -> LaunchMethod:
+        """The local launch method, asked of this process's plugin manager (which honours
+        ``PILOT_DISABLE_PLUGINS`` as the agent's does); a ``PilotError`` naming why when none."""
+        with self.lock:
+            if self.methods is None:
+                self.methods = LaunchMethods(PluginManager())
+            methods = self.methods
+        return methods[LOCAL_LAUNCH_METHOD]
+
     def run_unit(self, request: dict[str, Any]) -> None:
         """Start one unit, report it, wait for it, report its end."""
         unit_id = str(request["id"])
         try:
-            proc = start_unit(request["description"], request["sandbox"], [self.host], self.method)
+            proc = start_unit(request["description"], request["sandbox"], [self.host], self.local_method())
         except StartError as exc:
             self.emit(event="failed", id=unit_id, reason=str(exc), exit_code=exc.exit_code)
             return

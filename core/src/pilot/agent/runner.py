@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from pilot.agent.claims import Claimer
+from pilot.agent.launching import LaunchMethods
 from pilot.agent.store_guard import (
     DRAIN_STORE_SECONDS,
     SIGNAL_EXIT_SECONDS,
@@ -26,10 +27,10 @@ from pilot.agent.store_guard import (
 )
 from pilot.agent.units import exit_reason
 from pilot.agent.workers import SlotWorkers
-from pilot.builtin.procs import signal_session
 from pilot.lifecycle import lease_seconds, settle_units
 from pilot.log import get_logger
 from pilot.plugin.types import AgentResources
+from pilot.procs import signal_session
 from pilot.session import Session
 from pilot.states import FINAL_STATES, Kind, State
 from pilot.store import Record
@@ -82,7 +83,7 @@ class Agent:
         self.flush_pause = FLUSH_EVERY
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
-        methods = {name: rec.method for name, rec in plugins.launch_methods.items()}
+        methods = LaunchMethods(plugins)  # a method no plugin registered fails the unit, naming why
         total = resources.total_slots
         self._stager: Any = None
         self._stager_lock = threading.Lock()

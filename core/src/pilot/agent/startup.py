@@ -7,12 +7,22 @@ import gc
 import os
 import sys
 import time
+from collections.abc import Iterable
 
 from pilot.agent.runner import Agent
 from pilot.log import configure, get_logger
+from pilot.plugin.manager import BLOCK_ENV
 from pilot.session import Session
 from pilot.states import LIVE_PILOT_STATES, Kind, State
 from pilot.transitions import transition
+
+
+def no_resources_reason(blocked: Iterable[str]) -> str:
+    """Why a pilot fails when no plugin answered ``pilot_agent_resources``."""
+    names = ", ".join(sorted(blocked))
+    why = f"blocked by {BLOCK_ENV}: {names}" if names else "not installed"
+    return ("no plugin describes the agent's resources: no batch system was recognised here and no "
+            f"fallback answered (the built-in plugin host-resources offers this host's slots; {why})")
 
 
 def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> int:
@@ -32,6 +42,12 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
         log.info("pilot already ended", state=pilot["state"])
         return 0
     resources = session.plugins.agent_resources(dict(os.environ), int(pilot.get("slots") or 1))
+    if resources is None:  # no batch system recognised, and no fallback (host-resources blocked?)
+        reason = no_resources_reason(session.plugins.blocked)
+        log.error("no resources", reason=reason)
+        transition(store, Kind.pilot, [pilot_id], State.Failed, {"reason": reason, "finished": time.time()},
+                   session=session, only_from=[State.New, State.Pending])
+        return 1
     agent = Agent(session, store, pilot, resources, drain_margin)
     transfers = (pilot.get("description") or {}).get("file_transfer")
     if transfers:

@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pilot.builtin.launch import command_argv, write_hostfile
+from pilot.commandline import command_argv, write_hostfile
 from pilot.plugin import hookimpl
 from pilot.plugin.types import AgentResources, LaunchMethodRecord, LaunchRequest, NodeSlots
 

@@ -14,10 +14,10 @@ import subprocess
 import time
 import urllib.parse
 
-from pilot.builtin.procs import cmdline_contains, is_alive, kill_marked, kill_session
 from pilot.errors import PilotError
 from pilot.plugin import hookimpl
 from pilot.plugin.types import NativeStatus, PilotJobRequest, ResourceAdaptorRecord
+from pilot.procs import cmdline_contains, is_alive, kill_marked, kill_session
 from pilot.states import State
 
 # in the agent's environment, so in every unit's: finds what a unit started outside the session

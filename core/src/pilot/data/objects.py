@@ -30,16 +30,16 @@ def _background(target: Any, *args: Any) -> None:
     threading.Thread(target=target, args=args, name="pilot-data-transfer", daemon=False).start()
 
 
-def _place_url(service_url: str, pd_id: str) -> str:
-    """The storage place of a new PilotData: ``<service_url>/<pd id>``, local paths absolute."""
+def _place_url(backend: Any, service_url: str, pd_id: str) -> str:
+    """The storage place of a new PilotData: ``<service_url>/<pd id>``; a place the backend has on
+    this host's filesystem is named by its absolute path (``file://``)."""
     parts = urllib.parse.urlsplit(service_url)
     if parts.password is not None:
         raise PilotError("passwords are not accepted in PilotData URLs (credentials never go to the store); "
                          "use keys or an SSH agent", key="service_url")
-    if transfer.is_local(service_url):
-        from pilot.data.local import path_of
-
-        return "file://" + urllib.parse.quote(os.path.join(path_of(service_url), pd_id))
+    path = backend.local_path(service_url) if transfer.is_local(service_url) else None
+    if path is not None:
+        return "file://" + urllib.parse.quote(os.path.join(path, pd_id))
     return transfer.join(service_url, pd_id)
 
 
@@ -338,7 +338,7 @@ class PilotDataService(UrlIdentity):
         check_no_credentials(desc.extra)
         backend = self._session.data_backend(desc.service_url)  # PilotError for an unknown scheme
         pd_id = new_id("pd")
-        place = _place_url(desc.service_url, pd_id)
+        place = _place_url(backend, desc.service_url, pd_id)
         options = dict(desc.extra)
         try:
             transfer.retried(backend.create_place, place, options)

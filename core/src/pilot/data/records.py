@@ -126,16 +126,13 @@ class Source:
         self.url = url
         self.name = transfer.base_name(url)
         local = local_alias(url)
-        if transfer.is_local(local):
-            from pilot.data.local import path_of
-
-            self.path: str | None = path_of(local)
+        backend = session.data_backend(local)  # PilotError naming the scheme no plugin serves
+        self.path: str | None = backend.local_path(local)
+        if self.path is not None:  # a file on this host: read, linked or copied from here
             self.info = transfer.local_info(self.path)
         else:
-            self.path = None
-            backend = session.data_backend(url)
             try:
-                self.info = backend.stat(url, {})
+                self.info = backend.stat(local, {})
             except PilotError as exc:
                 raise PilotError(f"no such file: {url} ({exc})", key="file_urls") from None
 
@@ -277,7 +274,7 @@ def fetch(session: Any, du_id: str, data: Mapping[str, Any], directory: str, *, 
         url, dst = transfer.join(place, name), os.path.join(directory, name)
         src = backend.local_path(url) if link else None
         if src is not None:
-            from pilot.data.local import link_or_copy
+            from pilot.files import link_or_copy
 
             link_or_copy(src, dst)
             transfer.verify(transfer.local_info(dst), info_of(entry, name), f"linking {url}")

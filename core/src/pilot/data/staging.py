@@ -108,8 +108,9 @@ class Stager:
             if target == base:
                 target = os.path.join(base, transfer.base_name(src))
             src = records.local_alias(src)
-            expected = transfer.local_info(_local(src)) if transfer.is_local(src) else None
             try:
+                path = self.session.data_backend(src).local_path(src)  # a file on this host's filesystem?
+                expected = transfer.local_info(path) if path is not None else None
                 transfer.get(self.session, src, target, {}, expected)
             except PilotError as exc:
                 raise PilotError(f"file_transfer {spec!r}: {exc}") from None
@@ -159,12 +160,6 @@ class Stager:
                     transfer.put(self.session, path, target, {})
                 except PilotError as exc:
                     raise PilotError(f"file_transfer {spec!r}: {exc}") from None
-
-
-def _local(url: str) -> str:
-    from pilot.data.local import path_of
-
-    return path_of(url)
 
 
 def needs_staging(description: Mapping[str, Any]) -> tuple[bool, bool]:

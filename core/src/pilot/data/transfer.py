@@ -82,7 +82,8 @@ def put(session: Any, local_path: str, url: str, options: Mapping[str, Any],
     backend = session.data_backend(url)
     got = retried(backend.put, local_path, url, options)
     if got.checksum and not expected.checksum:
-        from pilot.data.local import sha256_of
+        from pilot.files import sha256_of
+
         expected = FileInfo(expected.name, expected.size, sha256_of(local_path))
     return verify(got, expected, f"storing {local_path} at {url}")
 

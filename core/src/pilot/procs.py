@@ -1,4 +1,6 @@
-"""Small Linux process helpers shared by the fork adaptor and the agent (reads ``/proc``)."""
+"""Linux process helpers (reads ``/proc``): process state, session members, signalling a
+session or every process carrying a marker in its environment. A plain module, not a plugin:
+the agent and the fork adaptor both use it."""
 
 from __future__ import annotations
 
