@@ -1,0 +1,71 @@
+"""pbs:// and lsf:// pilots run the adaptor conformance suite against FAKE batch commands
+(``pilot.testing.fake_batch``: ``qsub``/``qstat``/``qdel`` and ``bsub``/``bjobs``/``bkill`` that
+run the job script on this host; no real PBS or LSF is involved)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pilot.testing import fake_batch
+from pilot.testing.adaptor_conformance import AdaptorConformance
+from pilot.testing.fixtures import PilotEnv
+
+
+class FakeBatchConformance(AdaptorConformance):
+    """The suite against one fake batch system; ``scheme`` names it."""
+
+    scheme = ""
+    startup_timeout = 60.0
+    heartbeat_timeout = 6.0
+    end_timeout = 30.0
+    walltime_minutes = 0.1
+
+    @pytest.fixture
+    def fake(self, pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """The FAKE batch commands first on PATH; returns their state directory."""
+        state = pilot_env.root / "fake-batch"
+        bin_dir = fake_batch.install(pilot_env.root / "fake-bin", state)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        monkeypatch.setenv("PILOT_PSIJ_POLL_INTERVAL", "0.2")
+        return state
+
+    @pytest.fixture
+    def pilot_description(self, pilot_env: PilotEnv, fake: Path) -> dict[str, Any]:
+        return {"service_url": f"{self.scheme}://localhost", "number_of_processes": 2,
+                "working_directory": str(pilot_env.work)}
+
+
+class TestPbsConformance(FakeBatchConformance):
+    scheme = "pbs"
+
+    @pytest.fixture
+    def rejected_description(self, pilot_description: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return {**pilot_description, "queue": "no-such-queue"}, "qsub: Unknown queue"
+
+    def native_job_exists(self, native_id: str) -> bool:
+        """FAKE ``qstat``: the job is known and not finished (F)."""
+        out = subprocess.run(["qstat", "-f", "-F", "json", "-x", native_id], capture_output=True, text=True,
+                             check=False, timeout=30).stdout
+        job = json.loads(out)["Jobs"].get(native_id) if out.strip() else None
+        return bool(job) and job["job_state"] != "F"
+
+
+class TestLsfConformance(FakeBatchConformance):
+    scheme = "lsf"
+
+    @pytest.fixture
+    def rejected_description(self, pilot_description: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return {**pilot_description, "queue": "no-such-queue"}, "no-such-queue: No such queue"
+
+    def native_job_exists(self, native_id: str) -> bool:
+        """FAKE ``bjobs``: the job is known and pending or running."""
+        out = subprocess.run(["bjobs", "-o", "jobid stat", "-json", "-a", native_id], capture_output=True,
+                             text=True, check=True, timeout=30).stdout
+        [record] = json.loads(out)["RECORDS"]
+        return record.get("STAT") in ("PEND", "RUN")
