@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilot.plugin.types import PilotView, UnitView
 from pilot.states import LIVE_PILOT_STATES, State
-from pilot.store import Record
+from pilot.store import CoordinationStore, Record
 from pilot.transitions import UnitChange
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 #: Most units a pilot is given beyond its slots, per slot.
 PREFETCH_PER_SLOT = 32
@@ -34,23 +37,23 @@ def capacity(slots: int) -> int:
     return slots * (1 + PREFETCH_PER_SLOT)
 
 
-def custom_policy(session: Any) -> bool:
+def custom_policy(session: Session) -> bool:
     """Whether a plugin other than the built-in one answers ``pilot_place_unit`` in ``session``."""
     return any(name != DEFAULT_POLICY for name in session.plugins.implementers("pilot_place_unit"))
 
 
-def pcs_of(store: Any, cds_id: str) -> list[str]:
+def pcs_of(store: CoordinationStore, cds_id: str) -> list[str]:
     """The pilot compute services linked under a ComputeDataService."""
     return [child for child in store.children(cds_id) if child.startswith("pcs-")]
 
 
-def pilots_of_services(store: Any, cds_ids: Sequence[str]) -> list[Record]:
+def pilots_of_services(store: CoordinationStore, cds_ids: Sequence[str]) -> list[Record]:
     """The live pilots of the pilot compute services of these ComputeDataServices."""
     pcs_ids = list(dict.fromkeys(p for cds in cds_ids for p in pcs_of(store, cds)))
     return [p for p in store.pilots_of(pcs_ids) if State(p["state"]) in LIVE_PILOT_STATES]
 
 
-def pilot_views(store: Any, pilots: Sequence[Record]) -> list[PilotView]:
+def pilot_views(store: CoordinationStore, pilots: Sequence[Record]) -> list[PilotView]:
     """Policy views of ``pilots``: Running ones with their room, the others with none."""
     running = [p["id"] for p in pilots if p["state"] == State.Running]
     used = store.count_active(running) if running else {}
@@ -60,7 +63,7 @@ def pilot_views(store: Any, pilots: Sequence[Record]) -> list[PilotView]:
             for p in pilots]
 
 
-def choose(session: Any, store: Any, units: Sequence[Record], views: Sequence[PilotView]
+def choose(session: Session, store: CoordinationStore, units: Sequence[Record], views: Sequence[PilotView]
            ) -> tuple[list[tuple[str, str]], list[UnitChange]]:
     """Ask the placement policy for each queued unit, oldest first. Returns the bindings
     ``(unit id, pilot id)`` it chose among pilots with room (each binding takes the unit's slots

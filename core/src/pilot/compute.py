@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pilot import urls
 from pilot.descriptions import ComputeUnitDescription, PilotComputeDescription
@@ -19,11 +19,14 @@ from pilot.plugin.types import PilotJobRequest
 from pilot.session import Session, default_session, heartbeat_timeout_from_env
 from pilot.site import resolve_pilot
 from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
-from pilot.store import Record
+from pilot.store import CoordinationStore, Record
 from pilot.timeouts import check_timeout
 from pilot.transitions import transition
 
 DEFAULT_WORK_DIR = "pilot-work"
+
+
+T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
@@ -31,7 +34,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def poll_until(done: Any, timeout: float | None, what: str) -> Any:
+def poll_until(done: Callable[[], T | None], timeout: float | None, what: str) -> T:
     """Call ``done()`` until it returns something other than None, backing off up to 50 ms;
     raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds (``PilotError`` when
     ``timeout`` is not a non-negative finite number or None)."""
@@ -101,14 +104,14 @@ class ComputeUnit(StoredObject):
     KIND, URL_ARG, MADE_BY = "unit", "cu_url", "units are created by submit_compute_unit"
 
     def __init__(self, cu_url: str | None = None, *, session: Session | None = None,
-                 _store: Any = None, _id: str | None = None) -> None:
+                 _store: CoordinationStore | None = None, _id: str | None = None) -> None:
         super().__init__(cu_url, session=session, store=_store, object_id=_id)
 
     def _record(self) -> Record:
         found = self._store.get_units([self.id])
         if not found:
             raise PilotError(f"no compute unit {self.id} in {self._store.url}")
-        return found[0]  # type: ignore[no-any-return]
+        return found[0]
 
     _load = _record
 
@@ -171,7 +174,7 @@ class ComputeUnit(StoredObject):
                         raise PilotError(f"compute unit {self.id} can never run: {reason}")
             return None
 
-        return poll_until(final, timeout, f"compute unit {self.id}")  # type: ignore[no-any-return]
+        return poll_until(final, timeout, f"compute unit {self.id}")
 
 
 class PilotCompute(StoredObject):
@@ -180,14 +183,14 @@ class PilotCompute(StoredObject):
     KIND, URL_ARG, MADE_BY = "pilot", "pilot_url", "pilots are created by create_pilot"
 
     def __init__(self, pilot_url: str | None = None, *, session: Session | None = None,
-                 _store: Any = None, _id: str | None = None) -> None:
+                 _store: CoordinationStore | None = None, _id: str | None = None) -> None:
         super().__init__(pilot_url, session=session, store=_store, object_id=_id)
 
     def _record(self) -> Record:
         found = self._store.get_pilots([self.id])
         if not found:
             raise PilotError(f"no pilot {self.id} in {self._store.url}")
-        return found[0]  # type: ignore[no-any-return]
+        return found[0]
 
     _load = _record
 
@@ -250,7 +253,7 @@ class PilotCompute(StoredObject):
                 return state
             return None
 
-        return poll_until(idle, timeout, f"the units of pilot {self.id}")  # type: ignore[no-any-return]
+        return poll_until(idle, timeout, f"the units of pilot {self.id}")
 
     def cancel(self) -> None:
         """Cancel the batch job for real (from a reconnected handle too); its units end Canceled."""

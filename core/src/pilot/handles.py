@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 from pilot import urls
 from pilot.errors import PilotError
 from pilot.session import Session, default_session
+from pilot.store import CoordinationStore
 
 
-def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, Any, str]:
+def open_url(url: str, kind: str, session: Session | None) -> tuple[Session, CoordinationStore, str]:
     """Session, store and id for an object URL of ``kind``; the store must exist already."""
     parsed = urls.parse(url, kind)
     session = session or default_session()
@@ -57,7 +58,8 @@ class StoredObject(UrlIdentity, abc.ABC):
     URL_ARG: ClassVar[str]   # the name of the constructor's URL argument
     MADE_BY: ClassVar[str]   # how new ones are made, for the error when no URL is given
 
-    def __init__(self, url: str | None, *, session: Session | None, store: Any, object_id: str | None) -> None:
+    def __init__(self, url: str | None, *, session: Session | None, store: CoordinationStore | None,
+                 object_id: str | None) -> None:
         self._url: str | None = None
         if store is not None and object_id is not None:
             self._session, self._store, self.id = session or default_session(), store, object_id

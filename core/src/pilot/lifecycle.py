@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pilot.log import get_logger
 from pilot.states import (
@@ -22,8 +22,11 @@ from pilot.states import (
     Kind,
     State,
 )
-from pilot.store import Record, UnitUpdate
+from pilot.store import CoordinationStore, Record, UnitUpdate
 from pilot.transitions import UnitChange, change_units, transition
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 __all__ = ["LIVE_PILOT_STATES", "QUEUED_UNIT_STATES", "STARTED_UNIT_STATES", "cancel_pilot", "cancel_units",
            "fail_pilot", "lease_seconds", "refresh_pilot", "release_orphans", "settle_units"]
@@ -45,7 +48,7 @@ def agent_gone(pilot: Record, now: float | None = None) -> bool:
     return not heartbeat or (now or time.time()) - float(heartbeat) > lease_seconds(pilot)
 
 
-def refresh_pilot(session: Any, store: Any, record: Record, *, ask_batch: bool = True) -> Record:
+def refresh_pilot(session: Session, store: CoordinationStore, record: Record, *, ask_batch: bool = True) -> Record:
     """Check a live pilot against its heartbeat and (with ``ask_batch``) its batch job; fail it
     when it is dead. Returns the pilot's current record."""
     if State(record["state"]) in FINAL_STATES:
@@ -76,7 +79,7 @@ def refresh_pilot(session: Any, store: Any, record: Record, *, ask_batch: bool =
     return record
 
 
-def fail_pilot(session: Any, store: Any, record: Record, reason: str, final: State = State.Failed, *,
+def fail_pilot(session: Session, store: CoordinationStore, record: Record, reason: str, final: State = State.Failed, *,
                gone: bool = True, cleanup: bool = True) -> Record:
     """End a pilot (Failed, or Canceled/Done) and account for its units: started units end
     (restartable ones are queued again), queued direct units end, and queued service units go
@@ -97,11 +100,11 @@ def fail_pilot(session: Any, store: Any, record: Record, reason: str, final: Sta
             session.adaptor(record["description"]["service_url"]).cancel(native_id)
         except Exception as exc:
             get_logger().debug("pilot cleanup failed", pilot=pilot_id, error=str(exc))
-    return store.get_pilots([pilot_id])[0]  # type: ignore[no-any-return]
+    return store.get_pilots([pilot_id])[0]
 
 
-def settle_units(store: Any, pilot_id: str, reason: str, started_end: State, *, session: Any = None,
-                 release: bool = True) -> None:
+def settle_units(store: CoordinationStore, pilot_id: str, reason: str, started_end: State, *,
+                 session: Session | None = None, release: bool = True) -> None:
     """After a pilot ended: its started units end in ``started_end`` (restartable service units
     are queued again), its queued direct units end, and (with ``release``) its queued service
     units go back to their service, unbound and unclaimed."""
@@ -127,7 +130,8 @@ def settle_units(store: Any, pilot_id: str, reason: str, started_end: State, *, 
         session=session, only_from=QUEUED_UNIT_STATES)
 
 
-def release_orphans(session: Any, store: Any, pilots: Sequence[Record], *, batch_final: bool = False) -> list[str]:
+def release_orphans(session: Session, store: CoordinationStore, pilots: Sequence[Record], *,
+                    batch_final: bool = False) -> list[str]:
     """Give back the queued units that ended pilots' agents left claimed, once those agents are
     surely gone (their batch job is final, or their lease ran out). Returns the ids given back."""
     now = time.time()
@@ -142,7 +146,7 @@ def release_orphans(session: Any, store: Any, pilots: Sequence[Record], *, batch
     return out
 
 
-def cancel_pilot(session: Any, store: Any, record: Record) -> Record:
+def cancel_pilot(session: Session, store: CoordinationStore, record: Record) -> Record:
     """Cancel a pilot for real: flag it, mark it Canceled, end its batch job, settle its units
     (a running agent hands its queued units back as it drains)."""
     if State(record["state"]) in FINAL_STATES:
@@ -152,7 +156,7 @@ def cancel_pilot(session: Any, store: Any, record: Record) -> Record:
     return fail_pilot(session, store, latest, "pilot canceled", final=State.Canceled, gone=agent_gone(latest))
 
 
-def cancel_units(store: Any, unit_ids: Sequence[str], session: Any = None) -> None:
+def cancel_units(store: CoordinationStore, unit_ids: Sequence[str], session: Session | None = None) -> None:
     """Cancel units: queued ones end at once, started ones are flagged for their agent to kill."""
     transition(store, Kind.unit, unit_ids, State.Canceled, {"finished": time.time()}, session=session,
                only_from=QUEUED_UNIT_STATES)

@@ -27,7 +27,7 @@ from pilot.lifecycle import cancel_units, refresh_pilot, release_orphans
 from pilot.log import get_logger
 from pilot.session import Session, default_session
 from pilot.states import ACTIVE_UNIT_STATES, LIVE_PILOT_STATES, State
-from pilot.store import Record
+from pilot.store import CoordinationStore, Record
 from pilot.timeouts import check_timeout
 from pilot.transitions import change_units
 
@@ -40,7 +40,7 @@ _WAIT_FIELDS = ("id", "pilot_id", "state", "slots")
 _DU_BUSY = (State.New.value, State.Pending.value)  # a data unit still being stored
 
 
-def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Record]:
+def live_pilots(store: CoordinationStore, cds_id: str, session: Session | None = None) -> list[Record]:
     """The live pilots of the service's pilot compute services (refreshed when a session is
     given, so dead ones are found and the units their agents left are given back)."""
     pilots = store.pilots_of(pcs_of(store, cds_id))
@@ -50,7 +50,7 @@ def live_pilots(store: Any, cds_id: str, session: Any | None = None) -> list[Rec
     return [p for p in pilots if State(p["state"]) in LIVE_PILOT_STATES]
 
 
-def unrunnable_reason(store: Any, cds_id: str, units: Sequence[Record]) -> str | None:
+def unrunnable_reason(store: CoordinationStore, cds_id: str, units: Sequence[Record]) -> str | None:
     """Why queued ``units`` of the service can never run, or None while some pilot could."""
     queued = [u for u in units if u.get("pilot_id") is None and State(u["state"]) in (State.New, State.Pending)]
     if not queued:
@@ -103,7 +103,7 @@ class ComputeDataService(UrlIdentity):
     def __repr__(self) -> str:
         return f"<ComputeDataService {self.id}>"
 
-    def _bind(self, store: Any) -> Any:
+    def _bind(self, store: CoordinationStore) -> Any:
         """Fix this service's store to ``store`` (writing its record there) unless it is fixed
         already; the store."""
         with self._bind_lock:

@@ -10,13 +10,14 @@ import inspect
 import os
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from pilot.errors import PilotError
 from pilot.log import get_logger
 from pilot.plugin.manager import PluginManager
+from pilot.plugin.types import DataBackend, ResourceAdaptor
+from pilot.store import CoordinationStore
 from pilot.urls import scheme_of
 
 HOME_ENV = "PILOT_HOME"
@@ -59,11 +60,11 @@ class Session:
 
     def __init__(self, plugins: PluginManager | None = None) -> None:
         self._plugins = plugins
-        self._stores: dict[str, Any] = {}
-        self._adaptors: dict[str, Any] = {}
+        self._stores: dict[str, CoordinationStore] = {}
+        self._adaptors: dict[str, ResourceAdaptor] = {}
         #: pilot id -> when this session last asked the pilot's batch system for its state
         self.status_asked: dict[str, float] = {}
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, DataBackend] = {}
         self._lock = threading.RLock()
 
     @property
@@ -74,7 +75,7 @@ class Session:
                 self._plugins = PluginManager()
             return self._plugins
 
-    def store(self, url: str | None = None, *, create: bool = True) -> Any:
+    def store(self, url: str | None = None, *, create: bool = True) -> CoordinationStore:
         """The open store for ``url`` (default: ``default_store_url()``), shared in this session.
         ``create=False`` (reconnecting by an object URL): a store that does not exist yet is a
         ``PilotError``, not created (for store plugins whose ``open`` takes ``create``)."""
@@ -82,13 +83,13 @@ class Session:
         with self._lock:
             store = self._stores.get(url)
             if store is None:
-                opener: Any = self.plugins.store_for(scheme_of(url)).open
+                opener: Callable[..., CoordinationStore] = self.plugins.store_for(scheme_of(url)).open
                 store = opener(url) if create or not _takes_create(opener) else opener(url, create=False)
                 self._stores[url] = store
                 self._stores[store.url] = store
             return store
 
-    def adaptor(self, service_url: str) -> Any:
+    def adaptor(self, service_url: str) -> ResourceAdaptor:
         """The resource adaptor for ``service_url``, one per URL in this session."""
         with self._lock:
             adaptor = self._adaptors.get(service_url)
@@ -97,7 +98,7 @@ class Session:
                 self._adaptors[service_url] = adaptor
             return adaptor
 
-    def data_backend(self, url: str) -> Any:
+    def data_backend(self, url: str) -> DataBackend:
         """The data backend for ``url``'s scheme (a bare path is ``file``), one per backend in
         this session; ``PilotError`` for a scheme no plugin registered."""
         record = self.plugins.data_backend_for(scheme_of(url))
@@ -121,7 +122,7 @@ class Session:
             self._stores.clear()
 
 
-def _takes_create(opener: Any) -> bool:
+def _takes_create(opener: Callable[..., CoordinationStore]) -> bool:
     try:
         return "create" in inspect.signature(opener).parameters
     except (TypeError, ValueError):

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilot.log import get_logger
 from pilot.states import Kind, State, allowed_from
-from pilot.store import UnitUpdate
+from pilot.store import CoordinationStore, UnitUpdate
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 _CAS_TRIES = 8  # read-then-conditional-write rounds for one pilot or data unit under contention
 
@@ -37,20 +40,23 @@ def expected(kind: Kind, new: State | str, only_from: Iterable[State] | None = N
     return tuple(s for s in allowed if s in narrow)
 
 
-def observed(session: Any) -> bool:
+def observed(session: Session | None) -> bool:
     """Whether any ``pilot_state_changed`` observer is registered in ``session``."""
     return session is not None and bool(session.plugins.implementers("pilot_state_changed"))
 
 
-def notify(session: Any, kind: Kind, entity_id: str, old: State | str, new: State | str) -> None:
+def notify(session: Session | None, kind: Kind, entity_id: str, old: State | str, new: State | str) -> None:
     """Tell ``pilot_state_changed`` observers about a change this process has written."""
+    if session is None:
+        return
     try:
         session.plugins.state_changed(kind, entity_id, State(old), State(new))
     except Exception:  # observers must not break the caller
         get_logger().exception("pilot_state_changed observer failed", entity=entity_id)
 
 
-def change_units(store: Any, changes: Sequence[UnitChange], session: Any = None) -> dict[str, State]:
+def change_units(store: CoordinationStore, changes: Sequence[UnitChange],
+                 session: Session | None = None) -> dict[str, State]:
     """Write many unit transitions in one store call; return ``{id: state left}`` for those
     written, after telling observers."""
     if not changes:
@@ -66,9 +72,9 @@ def change_units(store: Any, changes: Sequence[UnitChange], session: Any = None)
     return left
 
 
-def transition(store: Any, kind: Kind, ids: Sequence[str], new: State, changes: Mapping[str, Any] | None = None,
-               *, session: Any = None, only_from: Iterable[State] | None = None,
-               pilot_id: str | None = None) -> dict[str, State]:
+def transition(store: CoordinationStore, kind: Kind, ids: Sequence[str], new: State,
+               changes: Mapping[str, Any] | None = None, *, session: Session | None = None,
+               only_from: Iterable[State] | None = None, pilot_id: str | None = None) -> dict[str, State]:
     """Move every object in ``ids`` of ``kind`` to ``new`` (with ``changes``) where the table
     allows it from its current state (narrowed to ``only_from``). Returns ``{id: state left}``
     for those changed; observers in ``session`` hear each of them after the write."""
@@ -87,7 +93,7 @@ def transition(store: Any, kind: Kind, ids: Sequence[str], new: State, changes: 
     return left
 
 
-def _compare_and_set(store: Any, kind: Kind, entity_id: str, new: State, changes: Mapping[str, Any], *,
+def _compare_and_set(store: CoordinationStore, kind: Kind, entity_id: str, new: State, changes: Mapping[str, Any], *,
                      allowed: set[State]) -> State | None:
     """Read the state, write conditionally on exactly it; again if it changed meanwhile."""
     for _ in range(_CAS_TRIES):

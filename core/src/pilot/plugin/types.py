@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from pilot.descriptions import PilotComputeDescription
 from pilot.states import State
+from pilot.store import CoordinationStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +57,13 @@ class ResourceAdaptorRecord:
 
 @dataclasses.dataclass(frozen=True)
 class CoordinationStoreRecord:
-    """Registers a coordination store for URL schemes; ``open(url)`` connects to one."""
+    """Registers a coordination store for URL schemes; ``open(url)`` connects to one. An
+    ``open`` that also takes ``create=False`` is called so when reconnecting by an object URL:
+    it must then raise ``PilotError`` rather than create a store that does not exist."""
 
     name: str
     schemes: tuple[str, ...]
-    open: Callable[[str], Any]
+    open: Callable[[str], CoordinationStore]
 
 
 @dataclasses.dataclass(frozen=True)
