@@ -17,9 +17,10 @@ import pytest
 from pilot import ComputeDataService, PilotComputeService, PilotDataService, State
 from pilot.errors import PilotError
 from pilot.plugin.manager import BLOCK_ENV, BUILTIN_PLUGINS
+from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 
-from helpers import fork_pilot, wait_for
+from helpers import fork_pilot
 
 BATCH_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "PBS_JOBID", "PBS_NODEFILE",
                    "LSB_JOBID", "LSB_MCPU_HOSTS", "LSB_DJOB_HOSTFILE", "LSB_HOSTS")
@@ -104,7 +105,9 @@ def test_local_data_blocked_in_the_agent_fails_staging_clearly(monkeypatch: pyte
         assert "input staging failed" in reason
         assert "no data backend for scheme 'file'" in reason
         assert named(reason, "local-data")
-        assert not Path(unit.get_local_working_directory(), "input.txt").exists()
+        sandbox = unit.get_local_working_directory()
+        assert sandbox is not None
+        assert not Path(sandbox, "input.txt").exists()
     assert du.get_state() == State.Running  # the stored data unit is untouched
 
 
