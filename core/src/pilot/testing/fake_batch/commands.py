@@ -1,16 +1,18 @@
-"""The FAKE PBS (``qsub``/``qstat``/``qdel``) and LSF (``bsub``/``bjobs``/``bkill``) commands,
-for tests only. Output formats follow what PSI/J's pbs and lsf executors parse. Every job runs
-at once on this host (after ``FAKE_BATCH_HOLD`` seconds queued) under a detached runner."""
+"""The FAKE PBS (``qsub``/``qstat``/``qdel``), LSF (``bsub``/``bjobs``/``bkill``) and Cobalt
+(``pilot.testing.fake_batch.cobalt``) commands, for tests only. Output formats follow what PSI/J's
+pbs, lsf and cobalt executors parse. Every job runs on this host (after ``FAKE_BATCH_HOLD``
+seconds queued) under a detached runner; ``pilot.testing.fake_batch.nodes`` gives it several
+node names and the ``pbsdsh``/``blaunch`` that reach them."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pilot.testing.fake_batch import STATE_ENV
+from pilot.testing.fake_batch import STATE_ENV, cobalt, nodes
 
 PBS_CANCELED_EXIT = 265  # what PSI/J's pbs executor reads as CANCELED
 DEFAULT_QUEUES = "workq,normal,debug"
@@ -90,6 +92,36 @@ def _pbs_slots(options: list[str]) -> int:
     return total or 1
 
 
+def _new_id(system: str) -> str:
+    with _locked():
+        counter = _state_dir() / "counter"
+        number = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(number))
+    return {"pbs": f"{number}.fakepbs", "lsf": str(number)}.get(system, str(cobalt.COBALT_ID_BASE + number))
+
+
+def _start(record: dict[str, Any], script: str) -> None:
+    _job_dir(record["id"]).mkdir(parents=True)
+    (_job_dir(record["id"]) / "script").write_text(script)
+    _save({"state": "queued", "submitted": time.time(), "exit": None, "pid": None, **record})
+    subprocess.Popen([sys.executable, "-m", "pilot.testing.fake_batch", "run", record["id"]], cwd=record["cwd"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
+def submit_cobalt(args: list[str]) -> int:
+    """Cobalt's ``qsub [options] <script>``: validate as Cobalt does, record, run, print the id."""
+    code, spec = cobalt.qsub_main(args)
+    if spec is None:
+        return code
+    job_id = _new_id("cobalt")
+    command = spec.pop("command")
+    _start({"id": job_id, "system": "cobalt", "slots": spec["procs"], "argv": command, **spec},
+           Path(command[0]).read_text())
+    print(job_id)
+    return 0
+
+
 def submit(system: str, args: list[str]) -> int:
     """``qsub <script>`` / ``bsub <script>``: record the job, start its runner, print its id."""
     if not args:
@@ -105,21 +137,11 @@ def submit(system: str, args: list[str]) -> int:
             return 170
         print(f"{queue}: No such queue. Job not submitted.")
         return 255
-    with _locked():
-        counter = _state_dir() / "counter"
-        number = int(counter.read_text()) + 1 if counter.exists() else 1
-        counter.write_text(str(number))
-    job_id = f"{number}.fakepbs" if system == "pbs" else str(number)
+    job_id = _new_id(system)
     slots = _pbs_slots(options) if system == "pbs" else int(_option(options, "-n") or 1)
     cwd = (_option(options, "-cwd") if system == "lsf" else None) or os.getcwd()
-    _job_dir(job_id).mkdir(parents=True)
-    (_job_dir(job_id) / "script").write_text(script)
-    _save({"id": job_id, "system": system, "state": "queued", "queue": queue, "slots": slots, "cwd": cwd,
-           "name": _option(options, "-N" if system == "pbs" else "-J"), "options": options,
-           "submitted": time.time(), "exit": None, "pid": None})
-    subprocess.Popen([sys.executable, "-m", "pilot.testing.fake_batch", "run", job_id], cwd=cwd,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    _start({"id": job_id, "system": system, "queue": queue, "slots": slots, "cwd": cwd,
+            "name": _option(options, "-N" if system == "pbs" else "-J"), "options": options}, script)
     print(job_id if system == "pbs" else f"Job <{job_id}> is submitted to queue <{queue or 'normal'}>.")
     return 0
 
@@ -133,23 +155,18 @@ def run_job(job_id: str) -> int:
     job_dir = _job_dir(job_id)
     code = PBS_CANCELED_EXIT
     if not (job_dir / "canceled").exists():
-        host, slots = socket.gethostname(), int(record["slots"])
+        hosts = nodes.hosts_per_slot(int(record["slots"]))
         nodefile = job_dir / "nodefile"
-        nodefile.write_text(f"{host}\n" * slots)
-        if record["system"] == "pbs":
-            extra = {"PBS_JOBID": job_id, "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": record["cwd"],
-                     "PBS_JOBNAME": record.get("name") or "job"}
-        else:
-            extra = {"LSB_JOBID": job_id, "LSB_MCPU_HOSTS": f"{host} {slots}", "LSB_DJOB_HOSTFILE": str(nodefile),
-                     "LSB_HOSTS": " ".join([host] * slots), "LSB_JOBNAME": record.get("name") or "job"}
-            options = record.get("options") or []
-            for index, option in enumerate(options[:-1]):  # bsub -env NAME=value
-                name, sep, value = options[index + 1].partition("=")
-                if option == "-env" and sep:
-                    extra[name] = value
-        proc = subprocess.Popen(["/bin/bash", str(job_dir / "script")], cwd=record["cwd"],
-                                env={**os.environ, **extra}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nodefile.write_text("".join(f"{host}\n" for host in hosts))
+        extra = _job_environment(record, hosts, nodefile)
+        env = {**os.environ, **extra}
+        (job_dir / "environ.json").write_text(json.dumps(env))  # what pbsdsh gives its tasks
+        out_path, err_path = cobalt.output_paths(record) if record["system"] == "cobalt" else \
+            (str(job_dir / "output"), str(job_dir / "error"))
+        argv = record.get("argv") or ["/bin/bash", str(job_dir / "script")]
+        with open(out_path, "ab") as out, open(err_path, "ab") as err:
+            proc = subprocess.Popen(argv, cwd=record["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err)
         _update(job_id, state="running", pid=proc.pid, started=time.time())
         code = proc.wait()
     canceled = (job_dir / "canceled").exists()
@@ -157,6 +174,30 @@ def run_job(job_id: str) -> int:
         _reap(job_dir)
     _update(job_id, state="finished", exit=PBS_CANCELED_EXIT if canceled else code, finished=time.time())
     return 0
+
+
+def _job_environment(record: dict[str, Any], hosts: list[str], nodefile: Path) -> dict[str, str]:
+    """The variables the batch system gives the job script (its node list among them)."""
+    counts = list(collections.Counter(hosts).items())
+    name = record.get("name") or "job"
+    if record["system"] == "cobalt":
+        return cobalt.job_environment(record, job_dir_file(record["id"], "cobalt-nodefile"), [h for h, _ in counts])
+    if record["system"] == "pbs":
+        return {"PBS_JOBID": record["id"], "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": record["cwd"],
+                "PBS_JOBNAME": name}
+    extra = {"LSB_JOBID": record["id"], "LSB_MCPU_HOSTS": " ".join(f"{h} {n}" for h, n in counts),
+             "LSB_DJOB_HOSTFILE": str(nodefile), "LSB_HOSTS": " ".join(hosts), "LSB_JOBNAME": name}
+    options = record.get("options") or []
+    for index, option in enumerate(options[:-1]):  # bsub -env NAME=value
+        key, sep, value = options[index + 1].partition("=")
+        if option == "-env" and sep:
+            extra[key] = value
+    return extra
+
+
+def job_dir_file(job_id: str, name: str) -> Path:
+    """A file of job ``job_id``'s record directory."""
+    return _job_dir(job_id) / name
 
 
 def process_tree(root: int) -> list[int]:
@@ -273,6 +314,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pilot.testing.fake_batch <command> [args]", file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
+    if command == "cobalt-qsub":
+        return submit_cobalt(args)
+    if command == "cobalt-qstat":
+        return cobalt.qstat(args, _load)
+    if command == "cobalt-qdel":
+        return cobalt.qdel(args, _load, cancel)
+    if command in ("pbsdsh", "blaunch"):
+        return nodes.pbsdsh(args) if command == "pbsdsh" else nodes.blaunch(args)
     if command in ("qsub", "bsub"):
         return submit("pbs" if command == "qsub" else "lsf", args)
     if command == "run":
