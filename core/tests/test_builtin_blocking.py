@@ -8,8 +8,11 @@ by then only where a test says so (to block a plugin on the agent's side alone).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +128,27 @@ def test_launch_blocked_fails_units_naming_the_launch_method(monkeypatch: pytest
         assert f"no launch method '{method}'" in reason
         assert named(reason, "launch")
     assert pilot.get_state() == State.Running  # the agent itself keeps serving
+
+
+def test_launch_blocked_a_node_executor_fails_its_units_too(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """The node executor of a multi-node pilot (started on another node through srun, which
+    passes the environment on) asks its own plugin manager for the ``fork`` launch method."""
+    block(monkeypatch, "launch")
+    request = {"op": "start", "id": "unit-1", "description": {"executable": "/bin/true"}, "sandbox": str(tmp_path)}
+    with subprocess.Popen([sys.executable, "-m", "pilot.agent.executor"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as executor:
+        assert executor.stdin is not None and executor.stdout is not None
+        assert json.loads(executor.stdout.readline())["event"] == "ready"
+        executor.stdin.write(json.dumps(request) + "\n")
+        executor.stdin.flush()
+        event = json.loads(executor.stdout.readline())
+        executor.stdin.close()
+        assert executor.wait(timeout=30) == 0
+    assert event["event"] == "failed"
+    assert event["id"] == "unit-1"
+    assert "no launch method 'fork'" in event["reason"]
+    assert named(event["reason"], "launch")
 
 
 # --- host-resources: the slots of this host outside a batch system ----------------------------------
