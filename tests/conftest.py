@@ -14,11 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pilot.testing.services import service_missing, sshd_options
+from pilot.testing.services import redis_options, service_missing, sshd_options
 
 SLURM_NODES = ("n1", "n2", "n3")  # tests/infra/services.sh: SLURM_NODES=3 SLURM_CPUS=4
-REDIS_PORT = 6390  # tests/infra/start-redis.sh
-REDIS_PASSWORD_FILE = "/tmp/ci-redis/password"
 
 
 @pytest.fixture(scope="session")
@@ -56,24 +54,20 @@ def slurm_cluster() -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="session")
-def redis_password() -> str:
-    """The password of the test redis-server (tests/infra/start-redis.sh, 127.0.0.1:6390);
-    skips (fails under CI) when it is not running."""
-    try:
-        import redis
-    except ImportError:
-        service_missing("redis-server", "redis-py is not installed (pip install -e plugins/redis[test])")
-    try:
-        with open(REDIS_PASSWORD_FILE) as handle:
-            password = handle.read().strip()
-        redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=password, socket_connect_timeout=2).ping()
-    except (OSError, redis.RedisError) as exc:
-        service_missing("redis-server", f"127.0.0.1:{REDIS_PORT}: {exc}")
-    return password
+def redis_server() -> dict[str, str]:
+    """The test redis-server (``PILOT_TEST_REDIS_*``, tests/infra/start-redis.sh): ``host``,
+    ``port``, ``password``; skips (fails under CI) when it is not running."""
+    return redis_options()
+
+
+@pytest.fixture(scope="session")
+def redis_password(redis_server: dict[str, str]) -> str:
+    """The password of the test redis-server."""
+    return redis_server["password"]
 
 
 @pytest.fixture
-def redis_store_url(redis_password: str) -> Iterator[str]:
+def redis_store_url(redis_server: dict[str, str]) -> Iterator[str]:
     """A Redis store URL (with the password) under a fresh key prefix, so tests share the server
     in parallel; only that prefix's keys are deleted afterwards."""
     import uuid
@@ -81,8 +75,9 @@ def redis_store_url(redis_password: str) -> Iterator[str]:
     import redis
 
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield f"redis://:{redis_password}@127.0.0.1:{REDIS_PORT}/0?prefix={prefix}"
-    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=redis_password)
+    host, port, password = redis_server["host"], int(redis_server["port"]), redis_server["password"]
+    yield f"redis://:{password}@{host}:{port}/0?prefix={prefix}"
+    client = redis.Redis(host=host, port=port, password=password)
     keys = list(client.scan_iter(match=f"pilot:{prefix}:*", count=10_000))
     for start in range(0, len(keys), 5000):
         client.delete(*keys[start:start + 5000])

@@ -4,8 +4,10 @@
 # REDIS_PASSWORD (default: a fixed test password). Append-only file on, so a restart loses nothing.
 set -euo pipefail
 ACTION=${1:-start}
-DIR=${REDIS_DIR:-/tmp/ci-redis}
-PORT=${REDIS_PORT:-6390}
+# shellcheck source=test-services.env
+. "$(dirname "$0")/test-services.env"   # where the tests look for this server
+DIR=${REDIS_DIR:-$(dirname "$PILOT_TEST_REDIS_PASSWORD_FILE")}
+PORT=${REDIS_PORT:-$PILOT_TEST_REDIS_PORT}
 PASSWORD=${REDIS_PASSWORD:-ci-redis-secret}
 [ "$(id -u)" = 0 ] || { echo "start-redis.sh must run as root" >&2; exit 1; }
 pid_of() { local pid; pid=$(cat "$DIR/redis.pid" 2>/dev/null || true)

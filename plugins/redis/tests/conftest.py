@@ -1,51 +1,38 @@
-"""Fixtures of pilot-redis's tests: the real redis-server of tests/infra/start-redis.sh
-(127.0.0.1:6390, password in /tmp/ci-redis/password), and a fresh key prefix per test, so tests
-run in parallel on one database and clean up only their own keys.
+"""Fixtures of pilot-redis's tests: the real redis-server named by ``PILOT_TEST_REDIS_*``
+(``pilot.testing.services.redis_options``; this repository's tests/infra/start-redis.sh), and a
+fresh key prefix per test, so tests run in parallel on one database and clean up only their own
+keys.
 
 Without the server the tests skip with the reason; under ``CI=true`` they fail instead."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REDIS_HOST = os.environ.get("PILOT_TEST_REDIS_HOST", "127.0.0.1")
-REDIS_PORT = int(os.environ.get("PILOT_TEST_REDIS_PORT", "6390"))
-PASSWORD_FILE = Path(os.environ.get("PILOT_TEST_REDIS_PASSWORD_FILE", "/tmp/ci-redis/password"))
-
-
-def _missing(problem: str) -> None:
-    message = f"redis-server unavailable: {problem} (start it with: bash tests/infra/start-redis.sh start)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true: {message}", pytrace=False)
-    pytest.skip(message)
+from pilot.testing.services import redis_options
 
 
 @pytest.fixture(scope="session")
-def redis_password() -> str:
-    """The test server's password; skips (fails under CI) when the server is not running."""
-    import redis
-
-    try:
-        password = PASSWORD_FILE.read_text().strip()
-    except OSError as exc:
-        _missing(f"cannot read {PASSWORD_FILE}: {exc.strerror}")
-    try:
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, password=password, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        _missing(f"no answer on {REDIS_HOST}:{REDIS_PORT}: {exc}")
-    return password
+def redis_server() -> dict[str, str]:
+    """The test server (``PILOT_TEST_REDIS_*``): ``host``, ``port``, ``password``; skips (fails
+    under CI) when it is not running."""
+    return redis_options()
 
 
-def drop_prefix(password: str, prefix: str) -> None:
+@pytest.fixture(scope="session")
+def redis_password(redis_server: dict[str, str]) -> str:
+    """The test server's password."""
+    return redis_server["password"]
+
+
+def drop_prefix(server: dict[str, str], prefix: str) -> None:
     """Delete every key under ``pilot:<prefix>:`` (never anything else)."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, password=password)
+    client = redis.Redis(host=server["host"], port=int(server["port"]), password=server["password"])
     keys = list(client.scan_iter(match=f"pilot:{prefix}:*", count=10_000))
     for start in range(0, len(keys), 5000):
         client.delete(*keys[start:start + 5000])
@@ -53,11 +40,11 @@ def drop_prefix(password: str, prefix: str) -> None:
 
 
 @pytest.fixture
-def redis_url(redis_password: str) -> Iterator[str]:
+def redis_url(redis_server: dict[str, str]) -> Iterator[str]:
     """A store URL with the password and a fresh key prefix; its keys are removed afterwards."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield f"redis://:{redis_password}@{REDIS_HOST}:{REDIS_PORT}/0?prefix={prefix}"
-    drop_prefix(redis_password, prefix)
+    yield f"redis://:{redis_server['password']}@{redis_server['host']}:{redis_server['port']}/0?prefix={prefix}"
+    drop_prefix(redis_server, prefix)
 
 
 @pytest.fixture(autouse=True)

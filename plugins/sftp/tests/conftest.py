@@ -1,17 +1,11 @@
-"""The real sshd of ``tests/infra/start-sshd.sh`` on 127.0.0.1:2222: skip without it (fail under
-``CI=true``, where ``tests/infra/services.sh`` must have started it)."""
+"""The real test sshd named by ``PILOT_TEST_SSHD_*`` (``pilot.testing.services``; this
+repository's tests/infra/start-sshd.sh): skip without it (fail under ``CI=true``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from pilot.testing.services import SSHD_DIR as _SSHD_DIR
-from pilot.testing.services import SSHD_PORT, sshd_options, sshd_problem
-
-SSHD_DIR = Path(_SSHD_DIR)
-__all__ = ["SSHD_DIR", "SSHD_PORT", "sshd", "sshd_problem"]
+from pilot.testing.services import sshd_options
 
 
 @pytest.fixture(scope="session")

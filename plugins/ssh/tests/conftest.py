@@ -25,10 +25,7 @@ from ssh_fixtures import SSHEnv, build_remote_python
 from pilot.lifecycle import LIVE_PILOT_STATES, cancel_pilot
 from pilot.session import default_session
 from pilot.testing.fixtures import PilotEnv
-from pilot.testing.services import service_missing, sshd_options
-
-REDIS_PORT = 6390
-REDIS_PASSWORD_FILE = Path("/tmp/ci-redis/password")  # tests/infra/start-redis.sh
+from pilot.testing.services import redis_options, service_missing, sshd_options
 
 
 @pytest.fixture(scope="session")
@@ -93,18 +90,13 @@ def ssh_env(pilot_env: PilotEnv, sshd: dict[str, str], remote_python: str,
 def redis_store_url(sshd: dict[str, str]) -> Iterator[str]:
     """A Redis store URL (with the password) on the test redis-server under a fresh key prefix;
     only that prefix's keys are deleted afterwards. Skips (fails under CI) without the server."""
-    try:
-        import redis
-    except ImportError:
-        service_missing("redis-server", "redis-py is not installed (pip install -e plugins/redis)")
-    try:
-        password = REDIS_PASSWORD_FILE.read_text().strip()
-        redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=password, socket_connect_timeout=2).ping()
-    except (OSError, redis.RedisError) as exc:
-        service_missing("redis-server", f"127.0.0.1:{REDIS_PORT}: {exc}")
+    import redis
+
+    server = redis_options()
+    host, port, password = server["host"], int(server["port"]), server["password"]
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield f"redis://:{password}@127.0.0.1:{REDIS_PORT}/0?prefix={prefix}"
-    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, password=password)
+    yield f"redis://:{password}@{host}:{port}/0?prefix={prefix}"
+    client = redis.Redis(host=host, port=port, password=password)
     keys = list(client.scan_iter(match=f"pilot:{prefix}:*", count=10_000))
     if keys:
         client.delete(*keys)
