@@ -7,13 +7,14 @@
 # Usage:  bash start-sge.sh [start|stop|status]      (default: start)
 #
 # Settings (environment):
-#   SGE_QUEUE=all.q   name of the queue
+#   SGE_QUEUE=all.q   name of the queue (default: PILOT_TEST_SGE_QUEUE in sge.env)
 #   SGE_SLOTS=4       slots of this host in the queue (may exceed the real CPU count)
-#   SGE_PE=smp        parallel environment ($pe_slots: all of a job's slots on one host)
+#   SGE_PE=smp        parallel environment, $pe_slots: all of a job's slots on one host
+#                     (default: PILOT_TEST_SGE_PE in sge.env)
 #   SGE_VERIFY=1      submit a trivial job at the end and print its latency
 #
 # Clients need nothing in their environment: Debian's /usr/bin/q* wrappers default to
-# SGE_ROOT=/var/lib/gridengine SGE_CELL=default (tests/infra/sge.env says so for tools that ask).
+# SGE_ROOT=/var/lib/gridengine SGE_CELL=default (tests/infra/sge.env, for tools that ask).
 #
 # Host names are Grid Engine's classic trap in containers: qmaster compares the name a client
 # claims with the name its IP address resolves to. Here 127.0.0.1 resolves to "localhost" while
@@ -22,10 +23,12 @@
 set -euo pipefail
 
 ACTION=${1:-start}
-export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
-QUEUE=${SGE_QUEUE:-all.q}
+# shellcheck source=sge.env
+. "$(dirname "$0")/sge.env"   # SGE_ROOT, SGE_CELL, and the queue and PE the tests look for
+export SGE_ROOT SGE_CELL
+QUEUE=${SGE_QUEUE:-$PILOT_TEST_SGE_QUEUE}
 SLOTS=${SGE_SLOTS:-4}
-PE=${SGE_PE:-smp}
+PE=${SGE_PE:-$PILOT_TEST_SGE_PE}
 VERIFY=${SGE_VERIFY:-1}
 COMMON=$SGE_ROOT/$SGE_CELL/common
 UTIL=/usr/lib/gridengine
