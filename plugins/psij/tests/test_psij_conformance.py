@@ -69,3 +69,20 @@ class TestLsfConformance(FakeBatchConformance):
                              text=True, check=True, timeout=30).stdout
         [record] = json.loads(out)["RECORDS"]
         return record.get("STAT") in ("PEND", "RUN")
+
+
+@pytest.mark.parametrize(("walltime", "expected"), [(0.1, "#BSUB -W 0:1"), (1.5, "#BSUB -W 0:2")])
+def test_lsf_limit_is_the_walltime_rounded_up_to_minutes(pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch,
+                                                          walltime: float, expected: str) -> None:
+    """FAKE bsub: LSF takes ``-W`` in whole minutes; a pilot of 0.1 or 1.5 minutes asks for the
+    minute above (never ``-W 0:0``, never a limit below the walltime the agent drains at)."""
+    from pilot import PilotComputeService
+
+    bin_dir = fake_batch.install(pilot_env.root / "fake-bin", pilot_env.root / "fake-batch")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("FAKE_BATCH_HOLD", "30")  # stays queued: only its script matters
+    pilot = PilotComputeService().create_pilot({"service_url": "lsf://localhost", "walltime": walltime,
+                                                "working_directory": str(pilot_env.work)})
+    script = fake_batch.jobs(pilot_env.root / "fake-batch")[pilot.get_details()["native_id"]]["script"]
+    assert expected in script.splitlines()
+    pilot.cancel()

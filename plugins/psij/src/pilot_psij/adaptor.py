@@ -18,6 +18,7 @@ Settings, read when the adaptor is first used (never at import):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -25,8 +26,9 @@ import subprocess
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import tenacity
 from psij import Job, JobExecutor, JobExecutorConfig, JobState, JobStatus
@@ -43,6 +45,9 @@ ATTEMPTS_ENV = "PILOT_PSIJ_RETRY_ATTEMPTS"
 DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_ATTEMPTS = 4
 BATCH_EXECUTORS = frozenset({"slurm", "pbs", "lsf", "cobalt"})
+#: Executors whose job scripts give the limit in whole minutes (LSF's ``-W`` drops the seconds, so
+#: a walltime of 0.5 minutes would be ``-W 0:0``); their pilot jobs ask for the minute above.
+WHOLE_MINUTES = frozenset({"lsf", "cobalt"})
 _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 #: Batch command errors that no retry can fix (bad partition, no permission, finished job ...).
 _PERMANENT = re.compile(
@@ -113,6 +118,26 @@ def native_status(status: JobStatus, native_id: str) -> NativeStatus:
     return NativeStatus(state, (status.message or "").strip())
 
 
+def whole_minutes(duration: timedelta) -> timedelta:
+    """``duration`` rounded up to whole minutes, at least one (the agent still drains at the
+    pilot's own walltime, before this limit)."""
+    return timedelta(minutes=max(1, math.ceil(duration.total_seconds() / 60)))
+
+
+def cobalt_time_fix(executor: Any) -> None:
+    """PSI/J's Cobalt template writes ``#COBALT --time={{duration}}``, a name its context lacks
+    (so ``--time=``, which ``qsub`` refuses): give the script context that name, the limit as
+    PSI/J formats it (``HH:MM:SS``)."""
+    generate = executor.generate_submit_script
+
+    def generate_submit_script(job: Job, context: dict[str, object], submit_file: IO[str]) -> None:
+        if "formatted_job_duration" in context:
+            context.setdefault("duration", context["formatted_job_duration"])
+        generate(job, context, submit_file)
+
+    executor.generate_submit_script = generate_submit_script
+
+
 class PsijAdaptor:
     """Submits, watches and cancels pilot jobs through one PSI/J executor (created on first use)."""
 
@@ -152,6 +177,8 @@ class PsijAdaptor:
                 attempts = int(os.environ.get(ATTEMPTS_ENV) or DEFAULT_ATTEMPTS)
                 if hasattr(executor, "_run_command"):  # every batch command goes through this runner
                     executor._run_command = retrying(executor._run_command, max(1, attempts))
+                if self.name == "cobalt":
+                    cobalt_time_fix(executor)
                 self._executor = executor
             return self._executor
 
@@ -159,6 +186,9 @@ class PsijAdaptor:
         """Submit the pilot job; return the batch system's job id. ``PilotError`` carries the
         batch system's own message when it rejects the job."""
         job = build_job(request, self.name)
+        attributes = job.spec.attributes if job.spec is not None else None
+        if self.name in WHOLE_MINUTES and attributes is not None and attributes.duration is not None:
+            attributes.duration = whole_minutes(attributes.duration)
         request.sandbox.mkdir(parents=True, exist_ok=True)
         if request.pre_commands:
             (request.sandbox / PRE_LAUNCH).write_text(pre_launch_script(request.pre_commands))
