@@ -1,9 +1,14 @@
 """The node executor: ``python -m pilot.agent.executor``, one long-running process per other node
-of a multi-node pilot, started once through that node's launcher (``srun ... --nodelist=<node>``).
+of a multi-node pilot, started once through that node's launcher (``srun ... --nodelist=<node>``,
+``blaunch <node>``, ``pbsdsh -h <node>``).
 
-It reads JSON lines on stdin and writes JSON lines on stdout:
+It reads JSON lines on stdin and writes JSON lines on stdout, or, with ``--connect HOST:PORT
+--token-file PATH`` (launchers that pass neither on), on a TCP connection to the agent that
+begins with the token read from that file:
 
-- in: ``{"op": "start", "id", "description", "sandbox"}``, ``{"op": "signal", "id", "signum"}``;
+- in: ``{"op": "environ", "environ"}`` (the agent's environment: the units' from then on, but for
+  the variables the launcher sets per node or task, ``OWN_VARIABLES``),
+  ``{"op": "start", "id", "description", "sandbox"}``, ``{"op": "signal", "id", "signum"}``;
 - out: ``{"event": "ready", "pid", "host"}`` once, then ``{"event": "started", "id", "pid"}``,
   ``{"event": "ended", "id", "returncode"}``, ``{"event": "failed", "id", "reason", "exit_code"}``.
 
@@ -21,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 
 from pilot.agent.launching import LOCAL_LAUNCH_METHOD, LaunchMethods
 from pilot.agent.spawn import ChildProcess
@@ -30,6 +35,18 @@ from pilot.plugin.manager import PluginManager
 from pilot.plugin.types import LaunchMethod
 
 STOP_GRACE = 1.0  # seconds between SIGTERM and SIGKILL of the units when stdin closes
+#: Prefixes of the variables this executor keeps its own values of (set per node or task).
+OWN_VARIABLES = ("SLURM", "PBS_TASKNUM", "PBS_NODENUM", "PBS_VNODENUM", "LSF_PM_", "HOSTNAME", "TMPDIR",
+                 "FAKE_BATCH_HOST")
+
+
+def adopt_environ(environ: dict[str, str]) -> None:
+    """Make ``environ`` this process's environment, keeping its own values of ``OWN_VARIABLES``."""
+    own = {k: v for k, v in os.environ.items() if k.startswith(OWN_VARIABLES)}
+    wanted = {k: v for k, v in environ.items() if k not in own}
+    for name in [k for k in os.environ if k not in wanted and k not in own]:
+        del os.environ[name]
+    os.environ.update(wanted)
 
 
 class Executor:
@@ -65,6 +82,8 @@ class Executor:
             threading.Thread(target=self.run_unit, args=(request,), daemon=True).start()
         elif op == "signal":
             self.signal(str(request["id"]), int(request["signum"]))
+        elif op == "environ":  # before any start: no unit is being started while it changes
+            adopt_environ({str(k): str(v) for k, v in dict(request["environ"]).items()})
 
     def local_method(self) -> LaunchMethod:
         """The local launch method, asked of this process's plugin manager (which honours
@@ -129,16 +148,30 @@ def _raise_stop(_signum: int, _frame: object) -> None:
     raise _Stop
 
 
-def main() -> int:
-    """Serve requests from stdin until it closes."""
+def _connect(argv: list[str]) -> tuple[int, IO[bytes]]:
+    """``--connect HOST:PORT --token-file PATH``: the connection to the agent, token sent."""
+    if len(argv) != 4 or argv[0] != "--connect" or argv[2] != "--token-file":
+        raise SystemExit("usage: python -m pilot.agent.executor [--connect HOST:PORT --token-file PATH]")
+    host, _, port = argv[1].rpartition(":")
+    with open(argv[3], "rb") as handle:
+        token = handle.readline().strip()
+    conn = socket.create_connection((host, int(port)), timeout=60)
+    conn.settimeout(None)
+    conn.sendall(token + b"\n")
+    return os.dup(conn.fileno()), conn.makefile("rb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve requests from stdin (or the agent's connection) until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # srun forwards ^C; the agent decides
-    out_fd = os.dup(1)
+    args = sys.argv[1:] if argv is None else argv
+    out_fd, requests = _connect(args) if args else (os.dup(1), sys.stdin.buffer)
     os.dup2(2, 1)  # a stray print must not corrupt the event stream
     executor = Executor(out_fd)
     signal.signal(signal.SIGTERM, _raise_stop)
     executor.emit(event="ready", pid=os.getpid(), host=executor.host)
     try:
-        for line in sys.stdin.buffer:
+        for line in requests:
             if line.strip():
                 executor.handle(line)
     except (_Stop, OSError):

@@ -1,16 +1,30 @@
 """The agent's side of node executors (``pilot.agent.executor``): one long-running process per
 other node of the allocation, started once through the remote launch method, so a single-slot
-unit there costs two JSON lines instead of one launcher process (``srun``) of its own.
+unit there costs two JSON lines instead of one launcher process (``srun``, ``blaunch``,
+``pbsdsh``) of its own.
+
+The JSON lines travel over the launcher's stdin and stdout (``srun``, ``blaunch``), or, for a
+launcher that passes neither on (``pbsdsh``: its method says ``node_stdio = False``), over a TCP
+connection the executor makes back to the agent, proving itself with a token read from a
+private file in the pilot's sandbox. The first message tells the executor the agent's
+environment, which its units then inherit (``pbsdsh`` starts tasks with the job's original
+environment, not the agent's).
 
 An executor that cannot start, or dies, is *lost*: units it had started end ``Failed`` with the
-reason, and the slot workers go back to the per-unit launch method for that node.
+reason; the slot workers start a new one for the node (``pilot.agent.workers``), or go back to
+the per-unit launch method.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import hmac
 import json
+import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,15 +39,22 @@ EXECUTOR_ARGV = (sys.executable, "-m", "pilot.agent.executor")
 
 
 class NodeLauncher(Protocol):
-    """A launch method that can run any argv as one task on a given node (``SrunLaunch``)."""
+    """A launch method that can run any argv as one task on a given node (``SrunLaunch``,
+    ``BlaunchLaunch``, ``PbsdshLaunch``). One whose attribute ``node_stdio`` is False does not
+    pass stdin and stdout through: its executors connect back instead."""
 
     def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
-        """The argv that runs ``argv`` on ``host``, with stdin and stdout passed through."""
+        """The argv that runs ``argv`` on ``host``."""
 
 
 def node_launcher(method: object) -> NodeLauncher | None:
     """``method`` when it can start executors, else None."""
     return method if callable(getattr(method, "node_argv", None)) else None  # type: ignore[return-value]
+
+
+def uses_stdio(launcher: object) -> bool:
+    """True when ``launcher`` passes the executor's stdin and stdout through."""
+    return bool(getattr(launcher, "node_stdio", True))
 
 
 class RemoteUnit:
@@ -67,12 +88,12 @@ class RemoteUnit:
 
 
 class NodeExecutor:
-    """One executor process on ``host``, and the units it runs."""
+    """One executor process on ``host``, and the units it runs. With ``stdio`` False it talks
+    over a connection the executor makes back, finding its token in ``token_dir``."""
 
     def __init__(self, host: str, on_node: Callable[[Sequence[str]], list[str]],
-                 log: Callable[..., Any] | None = None) -> None:
+                 log: Callable[..., Any] | None = None, *, stdio: bool = True, token_dir: str | None = None) -> None:
         self.host, self.on_node, self.log = host, on_node, log
-        argv = on_node(EXECUTOR_ARGV)
         self.cond = threading.Condition()
         self.units: dict[str, RemoteUnit] = {}
         self.ready = False
@@ -81,19 +102,106 @@ class NodeExecutor:
         self.write_lock = threading.Lock()
         self.closing = False
         self.stdin: IO[bytes] | None = None
+        self.conn: socket.socket | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        listener = None
+        argv = list(EXECUTOR_ARGV)
+        if not stdio:
+            try:
+                listener, token, token_file = self._listen(token_dir)
+            except OSError as exc:
+                self.lost = f"node executor on {host} lost: cannot listen for it: {exc}"
+                return
+            argv += ["--connect", f"{socket.gethostname()}:{listener.getsockname()[1]}", "--token-file", token_file]
+        argv = on_node(argv)
         try:
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                process_group=0)
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdio else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE if stdio else subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, process_group=0)
         except OSError as exc:
-            self.proc = None
             self.lost = f"node executor on {host} lost: cannot start {argv[0]}: {exc}"
+            if listener is not None:
+                listener.close()
+                os.unlink(token_file)
             return
-        self.stdin = self.proc.stdin
-        threading.Thread(target=self._read, args=(self.proc, self.proc.stdout), name=f"pilot-executor-{host}",
-                         daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.proc.stderr,), name=f"pilot-executor-{host}-err",
                          daemon=True).start()
+        if listener is None:
+            self.stdin = self.proc.stdin
+            self._send_environ()
+            threading.Thread(target=self._read, args=(self.proc, self.proc.stdout), name=f"pilot-executor-{host}",
+                             daemon=True).start()
+        else:
+            threading.Thread(target=self._accept, args=(self.proc, listener, token, token_file),
+                             name=f"pilot-executor-{host}", daemon=True).start()
+
+    def _listen(self, token_dir: str | None) -> tuple[socket.socket, str, str]:
+        """A listening socket on every interface, and a fresh token in a 0600 file."""
+        token = secrets.token_hex(32)
+        path = os.path.join(token_dir or ".", f".pilot-executor-{secrets.token_hex(8)}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        try:
+            listener = socket.create_server(("", 0), backlog=4)
+        except OSError:
+            os.unlink(path)
+            raise
+        return listener, token, path
+
+    def _accept(self, proc: subprocess.Popen[bytes], listener: socket.socket, token: str, token_file: str) -> None:
+        """Wait for the executor's connection (the first that shows the token), then read it."""
+        threading.Thread(target=self._watch, args=(proc, listener), daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        conn = None
+        try:
+            while conn is None and time.monotonic() < deadline:
+                listener.settimeout(max(0.1, deadline - time.monotonic()))
+                candidate, _addr = listener.accept()
+                candidate.settimeout(10.0)
+                line = candidate.makefile("rb").readline(200).strip()
+                if hmac.compare_digest(line, token.encode()):
+                    candidate.settimeout(None)
+                    conn = candidate
+                else:
+                    candidate.close()
+        except OSError as exc:  # timed out, or closed by _watch when the launcher ended first
+            detail = f"launcher ended with code {proc.returncode}" if proc.poll() is not None else \
+                f"no connection: {exc}"
+            self._lose(detail + (f" ({self.stderr[-1]})" if self.stderr else ""))
+            return
+        finally:
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(token_file)
+        if conn is None:
+            self._lose(f"no connection after {READY_TIMEOUT:g} s")
+            return
+        with self.write_lock:
+            self.conn = conn
+            self.stdin = conn.makefile("wb")
+        if self.closing or self.lost is not None:
+            self._shutdown()
+        self._send_environ()
+        self._read(proc, conn.makefile("rb"))
+
+    def _watch(self, proc: subprocess.Popen[bytes], listener: socket.socket) -> None:
+        """A launcher that ends before its executor connected ends the wait for it."""
+        proc.wait()
+        if self.conn is None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+
+    def _send_environ(self) -> None:
+        """The agent's environment, for the executor's units."""
+        self.send({"op": "environ", "environ": dict(os.environ)})
+
+    def _shutdown(self) -> None:
+        """End the connection (the executor then stops, as at the end of its stdin)."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.shutdown(socket.SHUT_RDWR)
 
     def usable(self, timeout: float = READY_TIMEOUT) -> bool:
         """Wait until the executor said it is ready; False once it is lost (or never ready)."""
@@ -128,12 +236,13 @@ class NodeExecutor:
     def close(self) -> None:
         """Tell the executor to stop (end of its stdin): it kills its units and exits."""
         self.closing = True
-        if self.stdin is not None:
-            with self.write_lock:
-                try:
+        with self.write_lock:
+            if self.stdin is not None:
+                with contextlib.suppress(OSError):
                     self.stdin.close()
-                except OSError:
-                    pass
+            if self.conn is not None:
+                with contextlib.suppress(OSError):
+                    self.conn.shutdown(socket.SHUT_WR)
 
     def finish(self, deadline: float) -> None:
         """After ``close()``: wait for the executor until ``deadline`` (monotonic), then kill it."""
@@ -149,6 +258,7 @@ class NodeExecutor:
         self.proc.wait()
 
     def _kill(self, signum: int = signal.SIGKILL) -> None:
+        self._shutdown()  # a launcher killed need not end its task (pbsdsh): the lost connection does
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.send_signal(signum)
@@ -156,14 +266,21 @@ class NodeExecutor:
                 pass
 
     def _read(self, proc: subprocess.Popen[bytes], stdout: IO[bytes]) -> None:
-        for line in stdout:
-            try:
-                event = json.loads(line)
-                self._event(event)
-            except (ValueError, KeyError, TypeError):
-                self.stderr.append(f"bad event {line[:200]!r}")
-        returncode = proc.wait()
+        with contextlib.suppress(OSError):  # a reset connection ends it as EOF does
+            for line in stdout:
+                try:
+                    event = json.loads(line)
+                    self._event(event)
+                except (ValueError, KeyError, TypeError):
+                    self.stderr.append(f"bad event {line[:200]!r}")
+        try:
+            returncode = proc.wait(None if self.conn is None else 5.0)
+        except subprocess.TimeoutExpired:  # the connection ended, the launcher lingers
+            self._kill()
+            returncode = proc.wait()
         detail = exit_reason(returncode)[1] if returncode else "exited"
+        if self.conn is not None:
+            detail = f"connection closed (launcher {detail})"
         if self.stderr:
             detail += f" ({self.stderr[-1]})"
         self._lose(detail)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher
+from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher, uses_stdio
 from pilot.agent.units import GroupProcess, RunningUnit, StartError, start_unit, unit_sandbox
 from pilot.plugin.types import AgentResources, LaunchMethod
 
@@ -25,6 +25,9 @@ MAX_THREADS = 512
 #: own signal before it starts anything else.
 TEARDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGINT})
 TEARDOWN_PAUSE = 0.5
+#: New executors a node gets after its executor died (``PILOT_NODE_EXECUTOR_RESTARTS``); then
+#: its units go through the per-unit launch method.
+DEFAULT_EXECUTOR_RESTARTS = 3
 
 Event = tuple[Any, ...]
 
@@ -57,6 +60,10 @@ class SlotWorkers:
         #: monotonic time until which this agent's claims hold (renewed by its heartbeats): a slot
         #: starts nothing after it, since others may then hand its units to another pilot
         self.lease_until = float("inf")
+        self.executor_lock = threading.Lock()
+        self.restarts: collections.Counter[str] = collections.Counter()
+        self.retired: list[NodeExecutor] = []  # executors that died and were replaced
+        self.max_restarts = int(os.environ.get("PILOT_NODE_EXECUTOR_RESTARTS") or DEFAULT_EXECUTOR_RESTARTS)
         self.executors = self._start_executors()
         self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
                         for n in range(min(self.total, MAX_THREADS))]
@@ -97,22 +104,46 @@ class SlotWorkers:
     def _start_executors(self) -> dict[str, NodeExecutor]:
         """One executor per other node when the remote launch method can start them (off with
         ``PILOT_NODE_EXECUTORS=0``)."""
-        launcher = node_launcher(self.methods.get(self.resources.remote_launch_method))
         others = [node.host for node in self.resources.nodes if node.host != self.local_host]
-        if launcher is None or not others or os.environ.get("PILOT_NODE_EXECUTORS", "1") == "0":
+        if node_launcher(self.methods.get(self.resources.remote_launch_method)) is None or not others \
+                or os.environ.get("PILOT_NODE_EXECUTORS", "1") == "0":
             return {}
+        return {host: self._new_executor(host) for host in dict.fromkeys(others)}
+
+    def _new_executor(self, host: str) -> NodeExecutor:
         from pilot.log import get_logger
 
-        log = get_logger().warning
-        return {host: NodeExecutor(host, functools.partial(launcher.node_argv, host), log)
-                for host in dict.fromkeys(others)}
+        launcher = node_launcher(self.methods[self.resources.remote_launch_method])
+        assert launcher is not None
+        return NodeExecutor(host, functools.partial(launcher.node_argv, host), get_logger().warning,
+                            stdio=uses_stdio(launcher), token_dir=self.sandbox)
+
+    def _executor(self, host: str) -> NodeExecutor | None:
+        """The executor of ``host``: a new one when the last died after it had worked (at most
+        ``max_restarts`` times per node); None when the node has none (per-unit launches)."""
+        with self.executor_lock:
+            executor = self.executors.get(host)
+            if executor is None or executor.lost is None or self.stopping or self.halted.is_set():
+                return executor
+            if not executor.ready or self.restarts[host] >= self.max_restarts:
+                return executor  # never worked, or keeps dying: usable() says no, units go per-unit
+            self.restarts[host] += 1
+            from pilot.log import get_logger
+
+            get_logger().warning("node executor restarted", host=host, restart=self.restarts[host],
+                                 of=self.max_restarts, after=executor.lost)
+            self.retired.append(executor)
+            self.executors[host] = self._new_executor(host)
+            return self.executors[host]
 
     def close(self, grace: float) -> None:
         """Tell every executor to stop; kill those still there after ``grace`` s."""
-        for executor in self.executors.values():
+        with self.executor_lock:
+            executors = [*self.executors.values(), *self.retired]
+        for executor in executors:
             executor.close()
         deadline = time.monotonic() + grace
-        for executor in self.executors.values():
+        for executor in executors:
             executor.finish(deadline)
 
     def drain_events(self) -> list[Event]:
@@ -191,7 +222,8 @@ class SlotWorkers:
                                  started))
                 return
         proc: GroupProcess | None = None
-        executor = self.executors.get(hosts[0]) if len(hosts) == 1 else None
+        executor = self._executor(hosts[0]) if len(hosts) == 1 and description.get("spmd_variation") != "mpi" \
+            else None
         if executor is not None and description.get("spmd_variation") != "mpi" and executor.usable():
             proc = executor.start(record["id"], description, sandbox)
             if proc is not None:

@@ -5,13 +5,15 @@ allocation (``srun``, ``mpiexec``, ``pbsdsh``, ``blaunch``).
 Pure environment and file parsing: nothing here talks to the batch system or imports PSI/J, so
 the agent starts quickly inside the allocation. Units on the agent's own node still start with
 ``fork``; the agent's slot workers pick ``remote_launch_method`` for other nodes and
-``mpi_launch_method`` for ``mpi`` units. A launch method with ``node_argv`` (``srun``) also starts
-the agent's node executors, which then start the single-slot units of their nodes.
+``mpi_launch_method`` for ``mpi`` units. A launch method with ``node_argv`` (``srun``,
+``blaunch``, ``pbsdsh``) also starts the agent's node executors, which then start the single-slot
+units of their nodes (``pilot.agent.remote``).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -179,8 +181,24 @@ class SrunLaunch:
                 "--overlap", "--quiet", *command_argv(request.command_line)]
 
     def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
-        """One task running ``argv`` on ``host`` (the agent's node executors), stdin passed on."""
-        return ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", "--overlap", "--quiet", *argv]
+        """One task running ``argv`` on ``host`` (the agent's node executors), stdin passed on.
+        It gets every CPU the job holds on ``host`` (``--cpus-per-task``, which implies
+        ``--exact`` since SLURM 22.05), so the units it starts are not confined to one CPU where
+        the cluster binds or confines tasks; ``--overlap`` lets the per-unit steps share them."""
+        cpus = job_cpus(os.environ, host)
+        return ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", *([f"--cpus-per-task={cpus}"] if cpus else []),
+                "--overlap", "--quiet", *argv]
+
+
+def job_cpus(environ: Mapping[str, str], host: str) -> int | None:
+    """The CPUs the SLURM job holds on ``host`` (``SLURM_JOB_CPUS_PER_NODE`` along
+    ``SLURM_JOB_NODELIST``); None when the environment does not say."""
+    try:
+        hosts = expand_hostlist(environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST") or "")
+        counts = expand_counts(environ.get("SLURM_JOB_CPUS_PER_NODE") or "")
+    except ValueError:
+        return None
+    return counts[hosts.index(host)] if host in hosts and len(counts) == len(hosts) else None
 
 
 class MpiexecLaunch:
@@ -196,20 +214,34 @@ class MpiexecLaunch:
 
 class PbsdshLaunch:
     """``pbsdsh -h <host>``: one task on another node of a PBS/Torque allocation. pbsdsh starts
-    it in the home directory with the job's environment, so the unit's sandbox is entered first;
-    a unit's own ``environment`` does not travel (use ``mpiexec`` for that)."""
+    it in the home directory with the job's environment as the job started (not the agent's),
+    with no stdin, and sends its stdout to the job's output unless ``-o``. So the unit's sandbox
+    is entered first, ``-o`` brings its stdout back, its stderr goes to the job's error file,
+    and a unit's own ``environment`` does not travel this way: the node executors (which this
+    method starts; they connect back to the agent, ``node_stdio = False``) carry both."""
+
+    node_stdio = False
 
     def argv(self, request: LaunchRequest) -> list[str]:
         """The pbsdsh argv."""
-        return ["pbsdsh", "-h", request.hosts[0], "--", *_in_sandbox(request)]
+        return ["pbsdsh", "-o", "-h", request.hosts[0], "--", *_in_sandbox(request)]
+
+    def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
+        """One task running ``argv`` on ``host`` (a node executor that connects back)."""
+        return ["pbsdsh", "-h", host, "--", *argv]
 
 
 class BlaunchLaunch:
-    """``blaunch <host>``: one task on another node of an LSF allocation."""
+    """``blaunch <host>``: one task on another node of an LSF allocation (stdin, stdout and
+    stderr passed through)."""
 
     def argv(self, request: LaunchRequest) -> list[str]:
         """The blaunch argv."""
         return ["blaunch", request.hosts[0], *_in_sandbox(request)]
+
+    def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
+        """One task running ``argv`` on ``host`` (the agent's node executors), stdin passed on."""
+        return ["blaunch", host, *argv]
 
 
 @hookimpl
