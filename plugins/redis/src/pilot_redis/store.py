@@ -107,7 +107,7 @@ class RedisStore:
         self._call(lambda: self._client.set(key, SCHEMA_VERSION, nx=True))
         raw = self._call(lambda: self._client.get(key))
         try:
-            version = int(raw)
+            version = int(raw if raw is not None else "")
         except (TypeError, ValueError):
             raise PilotError(f"Redis store {self.url}: key {key!r} holds {raw!r}, not a pilot schema version; "
                              "this prefix is used by another program: give another ?prefix=") from None
