@@ -86,3 +86,25 @@ def test_lsf_limit_is_the_walltime_rounded_up_to_minutes(pilot_env: PilotEnv, mo
     script = fake_batch.jobs(pilot_env.root / "fake-batch")[pilot.get_details()["native_id"]]["script"]
     assert expected in script.splitlines()
     pilot.cancel()
+
+
+def test_cobalt_pilot_environment_goes_through_a_private_pre_launch_script(
+        pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAKE Cobalt: the pilot's environment reaches its units (PSI/J's ``#COBALT --env`` comes
+    after a blank line, which qsub does not read), through a pre-launch script only its owner
+    may read."""
+    from pilot import PilotComputeService, State
+    from pilot.testing import wait_for
+
+    bin_dir = fake_batch.install(pilot_env.root / "fake-bin", pilot_env.root / "fake-cobalt", flavour="cobalt")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("PILOT_PSIJ_POLL_INTERVAL", "0.2")
+    pilot = PilotComputeService().create_pilot({"service_url": "cobalt://localhost", "walltime": 5,
+                                                "environment": {"FOO": "bar 'baz'"},
+                                                "working_directory": str(pilot_env.work)})
+    wait_for(lambda: pilot.get_state() != State.Pending, 60, "the pilot to start")
+    unit = pilot.submit_compute_unit({"executable": "echo \"$FOO\""})
+    assert unit.wait(timeout=30) == State.Done, unit.get_details()["reason"]
+    assert (Path(unit.get_local_working_directory()) / "stdout.txt").read_text() == "bar 'baz'\n"
+    assert (Path(pilot.get_details()["sandbox"]) / "pre_launch.sh").stat().st_mode & 0o777 == 0o600
+    pilot.cancel()

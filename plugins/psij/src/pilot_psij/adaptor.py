@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import socket
 import subprocess
 import threading
@@ -48,6 +49,10 @@ BATCH_EXECUTORS = frozenset({"slurm", "pbs", "lsf", "cobalt"})
 #: Executors whose job scripts give the limit in whole minutes (LSF's ``-W`` drops the seconds, so
 #: a walltime of 0.5 minutes would be ``-W 0:0``); their pilot jobs ask for the minute above.
 WHOLE_MINUTES = frozenset({"lsf", "cobalt"})
+#: Executors whose job scripts lose the environment (PSI/J's Cobalt template writes ``#COBALT --env``
+#: after a blank line, where qsub stops reading directives): it goes into the pre-launch script.
+ENV_IN_PRE_LAUNCH = frozenset({"cobalt"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 #: Batch command errors that no retry can fix (bad partition, no permission, finished job ...).
 _PERMANENT = re.compile(
@@ -116,6 +121,22 @@ def native_status(status: JobStatus, native_id: str) -> NativeStatus:
     if state is State.Unknown:
         return NativeStatus(State.Unknown, f"batch job {native_id}: waiting for the first queue poll")
     return NativeStatus(state, (status.message or "").strip())
+
+
+def exports(environment: Mapping[str, str]) -> list[str]:
+    """``export NAME='value'`` lines for ``environment``; ``PilotError`` for a name no shell exports."""
+    for name in environment:
+        if not _NAME.match(name):
+            raise PilotError(f"environment variable name {name!r} cannot be exported by a shell", key="environment")
+    return [f"export {name}={shlex.quote(str(value))}" for name, value in environment.items()]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user only (it may hold the pilot's environment values)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
 
 
 def whole_minutes(duration: timedelta) -> timedelta:
@@ -189,9 +210,14 @@ class PsijAdaptor:
         attributes = job.spec.attributes if job.spec is not None else None
         if self.name in WHOLE_MINUTES and attributes is not None and attributes.duration is not None:
             attributes.duration = whole_minutes(attributes.duration)
+        pre_commands = request.pre_commands
+        if self.name in ENV_IN_PRE_LAUNCH and job.spec is not None and job.spec.environment:
+            pre_commands = (*exports(job.spec.environment), *pre_commands)
+            job.spec.environment = None
+            job.spec.pre_launch = request.sandbox / PRE_LAUNCH
         request.sandbox.mkdir(parents=True, exist_ok=True)
-        if request.pre_commands:
-            (request.sandbox / PRE_LAUNCH).write_text(pre_launch_script(request.pre_commands))
+        if pre_commands:
+            write_private(request.sandbox / PRE_LAUNCH, pre_launch_script(pre_commands))
         executor = self.executor()
         try:
             executor.submit(job)
