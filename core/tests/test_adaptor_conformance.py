@@ -30,7 +30,7 @@ class TestForkConformance(AdaptorConformance):
     startup_timeout = 30.0
     heartbeat_timeout = 4.0
     end_timeout = 20.0
-    walltime_minutes = 0.05
+    walltime_minutes = 0.1
 
     @pytest.fixture
     def pilot_description(self, pilot_env: PilotEnv) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class TestSSHConformance(AdaptorConformance):
     startup_timeout = 60.0
     heartbeat_timeout = 6.0
     end_timeout = 30.0
-    walltime_minutes = 0.05
+    walltime_minutes = 0.1
 
     @pytest.fixture
     def pilot_description(self, ssh_env: SSHEnv) -> dict[str, Any]:
