@@ -83,9 +83,22 @@ def test_every_hook_section_names_a_real_hook() -> None:
 
 
 @pytest.mark.parametrize("hook", _hookspecs())
-def test_every_hook_is_exercised_by_a_test(hook: str) -> None:
+def test_every_hook_has_a_test_named_after_it(hook: str) -> None:
     where = "core/tests, plugins, contrib or tests"
-    assert re.search(rf"\b{hook}\b", _test_sources()), f"no test under {where} uses {hook}"
+    assert re.search(rf"^def test_hook_{hook}\(", _test_sources(), re.MULTILINE), f"no test_hook_{hook} under {where}"
+
+
+@pytest.mark.parametrize("hook", _hookspecs())
+def test_every_hook_section_documents_its_signature(hook: str) -> None:
+    """A section, not a mention: the heading is followed by the hook's signature as spec.py has it."""
+    text = _read("hooks.md")
+    start = re.search(rf"^#+ +{hook}\b.*$", text, re.MULTILINE)
+    assert start, f"docs/hooks.md: no heading for {hook}"
+    following = re.search(r"^#+ ", text[start.end():], re.MULTILINE)
+    section = text[start.end(): start.end() + following.start() if following else len(text)]
+    params = [p for p in inspect.signature(getattr(spec, hook)).parameters]
+    assert all(re.search(rf"\b{p}\b", section) for p in params), f"docs/hooks.md {hook}: parameters {params}"
+    assert len(section.split()) >= 30, f"docs/hooks.md: the {hook} section is a mention, not a section"
 
 
 @pytest.mark.parametrize("name", sorted(pilot.__all__))

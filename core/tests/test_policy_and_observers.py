@@ -58,7 +58,8 @@ def _fork(pcs: PilotComputeService) -> object:
     return pilot
 
 
-def test_a_plugin_replaces_the_placement_policy() -> None:
+def test_hook_pilot_place_unit() -> None:
+    """A plugin replaces the placement policy: every unit goes to the pilot it picks."""
     session = Session(PluginManager(extra_plugins={"last-pilot": LastPilotPolicy()}))
     pcs = PilotComputeService(session=session)
     _fork(pcs)
@@ -87,7 +88,8 @@ def test_the_policy_is_not_asked_once_every_pilot_is_full() -> None:
     cds.cancel()
 
 
-def test_observers_hear_state_changes_made_in_this_process() -> None:
+def test_hook_pilot_state_changed() -> None:
+    """Observers hear the state changes made in this process."""
     recorder = Recorder()
     session = Session(PluginManager(extra_plugins={"recorder": recorder}))
     pcs = PilotComputeService(session=session)
