@@ -189,6 +189,35 @@ class AdaptorConformance:
         self.wait_native_gone(native_id)
         assert pilot.get_state() == State.Canceled  # final states never change
 
+    def test_cancel_right_after_submission(self, pilot_description: dict[str, Any]) -> None:
+        """A pilot canceled as soon as create_pilot returns (queued, or its agent still
+        starting) ends Canceled, stays so, and its batch job goes."""
+        pilot = PilotComputeService().create_pilot(pilot_description)
+        native_id = pilot.get_details()["native_id"]
+        assert native_id, pilot.get_details()["reason"]
+        pilot.cancel()
+        assert pilot.get_state() == State.Canceled
+        self.wait_native_gone(native_id)
+        assert pilot.get_state() == State.Canceled
+
+    def test_cancel_ends_only_its_own_pilot(self, pilot_description: dict[str, Any]) -> None:
+        """Of two pilots of one service, cancel ends the one canceled; the other keeps running
+        its units."""
+        pcs = PilotComputeService()
+        first = pcs.create_pilot(pilot_description)
+        second = self.start_pilot(pilot_description, pcs)
+        wait_for(lambda: first.get_state() != State.Pending, self.startup_timeout, "the first pilot to start")
+        assert first.get_state() == State.Running, first.get_details()["reason"]
+        first_id, second_id = first.get_details()["native_id"], second.get_details()["native_id"]
+        assert first_id != second_id
+        first.cancel()
+        self.wait_native_gone(first_id)
+        assert second.get_state() == State.Running, second.get_details()["reason"]
+        assert self.native_job_exists(second_id)
+        unit = second.submit_compute_unit({"executable": "/bin/true"})
+        assert unit.wait(timeout=self.startup_timeout) == State.Done, unit.get_details()["reason"]
+        second.cancel()
+
     def test_rejected_submission_fails_with_the_batch_systems_message(
             self, rejected_description: tuple[dict[str, Any], str]) -> None:
         """A description the batch system refuses fails the pilot, the refusal in its reason."""
