@@ -75,7 +75,7 @@ class ComputeDataService(UrlIdentity):
 
     def __init__(self, cds_url: str | None = None, *, coordination_url: str | None = None,
                  session: Session | None = None) -> None:
-        self._bound: Any = None  # the store, once fixed
+        self._bound: CoordinationStore | None = None  # the store, once fixed
         self._bind_lock = threading.Lock()
         if cds_url is not None:
             self._session, store, self.id = open_url(cds_url, "cds", session)
@@ -103,7 +103,7 @@ class ComputeDataService(UrlIdentity):
     def __repr__(self) -> str:
         return f"<ComputeDataService {self.id}>"
 
-    def _bind(self, store: CoordinationStore) -> Any:
+    def _bind(self, store: CoordinationStore) -> CoordinationStore:
         """Fix this service's store to ``store`` (writing its record there) unless it is fixed
         already; the store."""
         with self._bind_lock:
@@ -113,7 +113,7 @@ class ComputeDataService(UrlIdentity):
             return self._bound
 
     @property
-    def _store(self) -> Any:
+    def _store(self) -> CoordinationStore:
         """The service's store; fixed to the default store here if no service fixed it before."""
         return self._bound if self._bound is not None else self._bind(self._session.store())
 

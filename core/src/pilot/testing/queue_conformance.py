@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pilot.states import State
-from pilot.store import UnitUpdate
+from pilot.store import CoordinationStore, UnitUpdate
 from pilot.testing.records import unit_record
 
 
@@ -20,7 +20,7 @@ def _ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
 class QueueConformance:
     """Claims from service queues; every store must pass these too."""
 
-    def test_claim_takes_plain_units_of_the_services_and_binds_them(self, store: Any) -> None:
+    def test_claim_takes_plain_units_of_the_services_and_binds_them(self, store: CoordinationStore) -> None:
         """An agent claims unbound, unconstrained Pending units of its services, oldest first,
         after the units bound to its pilot; each claimed unit is bound to the pilot."""
         store.insert_units([
@@ -48,12 +48,12 @@ class QueueConformance:
         left = store.find_units(cds_id="cds-1", states=[State.Pending], unbound=True)
         assert _ids(left) == ["cu-labeled", "cu-machine", "cu-data"]
 
-    def test_claims_from_two_services_merge_in_submission_order(self, store: Any) -> None:
+    def test_claims_from_two_services_merge_in_submission_order(self, store: CoordinationStore) -> None:
         """Units of several services are claimed oldest first across all of them."""
         store.insert_units([unit_record(f"cu-{n}", cds_id=f"cds-{n % 2}") for n in range(6)])
         assert _ids(store.claim_units("pilot-1", 4, services=["cds-1", "cds-0"])) == ["cu-0", "cu-1", "cu-2", "cu-3"]
 
-    def test_constrained_finds_only_units_with_labels_or_input_data(self, store: Any) -> None:
+    def test_constrained_finds_only_units_with_labels_or_input_data(self, store: CoordinationStore) -> None:
         """``constrained`` keeps units with an affinity label or input data."""
         store.insert_units([
             unit_record("cu-plain"),
@@ -69,14 +69,14 @@ class QueueConformance:
         assert _ids(store.find_units(cds_id="cds-1", states=[State.Pending], unbound=True, constrained=True,
                                      limit=1)) == ["cu-labeled"]
 
-    def test_constrained_units_bound_by_policy_are_claimed(self, store: Any) -> None:
+    def test_constrained_units_bound_by_policy_are_claimed(self, store: CoordinationStore) -> None:
         """A constrained unit an agent bound (the policy chose its pilot) is claimed with the
         units bound to the pilot."""
         store.insert_units([unit_record("cu-labeled", datacenter="eu"), unit_record("cu-plain")])
         assert store.bind_units([("cu-labeled", "pilot-1")]) == ["cu-labeled"]
         assert _ids(store.claim_units("pilot-1", 5, services=["cds-1"])) == ["cu-labeled", "cu-plain"]
 
-    def test_handing_back_chosen_units(self, store: Any) -> None:
+    def test_handing_back_chosen_units(self, store: CoordinationStore) -> None:
         """``unbind_units`` with ids hands back only those queued service units of the pilot;
         they can be claimed again, by any agent."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(3)]
@@ -90,7 +90,7 @@ class QueueConformance:
         assert _ids(store.claim_units("pilot-2", 10, services=["cds-1"])) == ["cu-1"]
         assert store.unbind_units("pilot-1", []) == []
 
-    def test_a_claimed_unit_is_not_claimed_from_the_queue_again(self, store: Any) -> None:
+    def test_a_claimed_unit_is_not_claimed_from_the_queue_again(self, store: CoordinationStore) -> None:
         """Two agents claiming from one queue never get the same unit."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(10)])
         first = store.claim_units("pilot-1", 4, services=["cds-1"])

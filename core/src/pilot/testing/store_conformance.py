@@ -27,7 +27,7 @@ import pytest
 
 from pilot.errors import PilotError
 from pilot.states import State
-from pilot.store import ACTIVE_UNIT_STATES, UnitUpdate
+from pilot.store import ACTIVE_UNIT_STATES, CoordinationStore, UnitUpdate
 from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
 from pilot.testing.queue_conformance import QueueConformance
 from pilot.testing.records import pilot_record, unit_record
@@ -48,7 +48,7 @@ class StoreConformance(QueueConformance):
         """The URL of a fresh, empty store; every store's test module must override this."""
         pytest.fail("override the store_url fixture in your StoreConformance subclass")
 
-    def open_store(self, url: str) -> Any:
+    def open_store(self, url: str) -> CoordinationStore:
         """Open the store at ``url`` (default: through the plugin manager, like the core)."""
         from pilot.session import Session
 
@@ -87,7 +87,7 @@ class StoreConformance(QueueConformance):
         return out
 
     # --- services and links ---------------------------------------------------------------
-    def test_service_put_get_and_replace(self, store: Any) -> None:
+    def test_service_put_get_and_replace(self, store: CoordinationStore) -> None:
         """A service record comes back as written; putting it again replaces it."""
         assert store.get_service("pcs-1") is None
         store.put_service("pcs-1", "pcs", {"heartbeat_timeout": 30.0, "names": ["a", "b"]})
@@ -97,18 +97,18 @@ class StoreConformance(QueueConformance):
         assert store.get_service("pcs-1") == {"id": "pcs-1", "kind": "pcs", "data": {"heartbeat_timeout": 5.0}}
         assert store.get_service("pcs-2") is None
 
-    def test_service_records_update_conditionally(self, store: Any) -> None:
+    def test_service_records_update_conditionally(self, store: CoordinationStore) -> None:
         store.put_service("du-1", "data-unit", {"state": "Pending", "files": ["a"]})
         store.put_service("du-2", "data-unit", {"state": "Running"})
         assert [r["id"] for r in store.get_services(["du-2", "missing", "du-1"])] == ["du-2", "du-1"]
         assert store.update_service("du-1", {"state": State.Running, "size": 3}, expect=[State.Pending])
         assert not store.update_service("du-1", {"state": State.Failed}, expect=[State.Pending])
         assert not store.update_service("missing", {"state": State.Failed})
-        assert store.get_service("du-1")["data"] == {"state": "Running", "files": ["a"], "size": 3}
+        assert (store.get_service("du-1") or {}).get("data") == {"state": "Running", "files": ["a"], "size": 3}
         assert store.update_service("du-2", {"reason": "x"})
-        assert store.get_service("du-2")["data"] == {"state": "Running", "reason": "x"}
+        assert (store.get_service("du-2") or {}).get("data") == {"state": "Running", "reason": "x"}
 
-    def test_links_keep_order_without_duplicates(self, store: Any) -> None:
+    def test_links_keep_order_without_duplicates(self, store: CoordinationStore) -> None:
         """Children come back in link order, once each; unlink removes one link only."""
         assert store.children("cds-1") == []
         for child in ("pcs-b", "pcs-a", "pds-c", "pcs-a"):
@@ -121,7 +121,7 @@ class StoreConformance(QueueConformance):
         assert store.children("cds-2") == ["pcs-a"]
 
     # --- pilots ---------------------------------------------------------------------------
-    def test_pilot_round_trip(self, store: Any) -> None:
+    def test_pilot_round_trip(self, store: CoordinationStore) -> None:
         """A pilot comes back with every field as written, JSON fields decoded."""
         record = pilot_record("pilot-1", hosts=["n1", "n2"], native_id="123@h")
         store.insert_pilot(record)
@@ -134,7 +134,7 @@ class StoreConformance(QueueConformance):
         assert store.get_pilots(["pilot-missing"]) == []
         assert store.get_pilots([]) == []
 
-    def test_pilot_queries_oldest_first(self, store: Any) -> None:
+    def test_pilot_queries_oldest_first(self, store: CoordinationStore) -> None:
         """get_pilots leaves missing ids out; pilots_of and find_pilots filter, oldest first."""
         store.insert_pilot(pilot_record("pilot-c", service_id="pcs-1"))
         store.insert_pilot(pilot_record("pilot-a", service_id="pcs-2", state=State.Running))
@@ -146,10 +146,10 @@ class StoreConformance(QueueConformance):
         assert store.pilots_of([]) == []
         assert _ids(store.find_pilots()) == ["pilot-c", "pilot-a", "pilot-b"]
         assert _ids(store.find_pilots([State.Running])) == ["pilot-a", "pilot-b"]
-        assert _ids(store.find_pilots(["New", State.Done])) == ["pilot-c"]
+        assert _ids(store.find_pilots([State.New, State.Done])) == ["pilot-c"]
         assert store.find_pilots([State.Failed]) == []
 
-    def test_update_pilot_only_in_expected_state(self, store: Any) -> None:
+    def test_update_pilot_only_in_expected_state(self, store: CoordinationStore) -> None:
         """update_pilot applies only while the state is expected, and says whether it did."""
         store.insert_pilot(pilot_record("pilot-1"))
         assert store.update_pilot("pilot-1", {"state": State.Pending, "native_id": "7@h"}, expect=[State.New])
@@ -157,12 +157,12 @@ class StoreConformance(QueueConformance):
         [got] = store.get_pilots(["pilot-1"])
         assert (got["state"], got["native_id"], got["reason"]) == ("Pending", "7@h", None)
         assert store.update_pilot("pilot-1", {"cancel_requested": True, "hosts": ["h"]})
-        assert store.update_pilot("pilot-1", {"state": "Canceled"}, expect=["New", "Pending", "Running"])
+        assert store.update_pilot("pilot-1", {"state": "Canceled"}, expect=[State.New, State.Pending, State.Running])
         [got] = store.get_pilots(["pilot-1"])
         assert (got["state"], got["cancel_requested"], got["hosts"]) == ("Canceled", True, ["h"])
         assert not store.update_pilot("pilot-missing", {"state": State.Failed})
 
-    def test_heartbeat_records_and_returns_pilot(self, store: Any) -> None:
+    def test_heartbeat_records_and_returns_pilot(self, store: CoordinationStore) -> None:
         """heartbeat stores the time and returns the pilot, so the agent sees a cancel."""
         store.insert_pilot(pilot_record("pilot-1", state=State.Running))
         beat = store.heartbeat("pilot-1", 1234.5)
@@ -176,7 +176,7 @@ class StoreConformance(QueueConformance):
         assert store.get_pilots(["pilot-1"])[0]["heartbeat"] == 1240.0
         assert store.heartbeat("pilot-missing", 1.0) is None
 
-    def test_unknown_field_is_rejected(self, store: Any) -> None:
+    def test_unknown_field_is_rejected(self, store: CoordinationStore) -> None:
         """A record field that the store does not know raises PilotError instead of vanishing."""
         with pytest.raises(PilotError, match="bogus"):
             store.insert_pilot(pilot_record("pilot-1", bogus=1))
@@ -185,7 +185,7 @@ class StoreConformance(QueueConformance):
         assert store.get_units(["cu-1"]) == []
 
     # --- units ----------------------------------------------------------------------------
-    def test_unit_round_trip(self, store: Any) -> None:
+    def test_unit_round_trip(self, store: CoordinationStore) -> None:
         """A unit comes back with every field as written, JSON fields decoded, flags False."""
         record = unit_record("cu-1", pilot_id="pilot-1", slots=3, datacenter="dc", machine="m",
                              input_data=["sqlite:///s#data-unit/du-1"],
@@ -199,7 +199,7 @@ class StoreConformance(QueueConformance):
         assert got["cancel_requested"] is False
         assert got["exit_code"] is None
 
-    def test_bulk_insert_of_5000_units_in_one_call(self, store: Any) -> None:
+    def test_bulk_insert_of_5000_units_in_one_call(self, store: CoordinationStore) -> None:
         """Five thousand units go in with one call and come back in submission order."""
         ids = [f"cu-{n:05d}" for n in range(5000)]
         store.insert_units([unit_record(unit_id, submitted=float(n)) for n, unit_id in enumerate(ids)])
@@ -208,7 +208,7 @@ class StoreConformance(QueueConformance):
         assert _ids(store.get_units(sample)) == sample
         assert _ids(store.get_units(ids)) == ids
 
-    def test_bulk_insert_of_records_with_different_fields(self, store: Any) -> None:
+    def test_bulk_insert_of_records_with_different_fields(self, store: CoordinationStore) -> None:
         """Records of one bulk insert need not set the same fields; each keeps its own."""
         store.insert_units([
             {"id": "cu-1", "state": State.Pending},
@@ -223,13 +223,13 @@ class StoreConformance(QueueConformance):
         store.insert_units([])
         assert len(store.find_units()) == 3
 
-    def test_get_units_keeps_request_order_and_skips_missing(self, store: Any) -> None:
+    def test_get_units_keeps_request_order_and_skips_missing(self, store: CoordinationStore) -> None:
         """get_units answers in the order asked, leaving out ids it does not have."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(5)])
         assert _ids(store.get_units(["cu-3", "cu-missing", "cu-0", "cu-4"])) == ["cu-3", "cu-0", "cu-4"]
         assert store.get_units([]) == []
 
-    def test_find_units_filters(self, store: Any) -> None:
+    def test_find_units_filters(self, store: CoordinationStore) -> None:
         """Every find_units filter narrows the result, and filters combine."""
         store.insert_units([
             unit_record("cu-0"),
@@ -245,7 +245,7 @@ class StoreConformance(QueueConformance):
         assert _ids(store.find_units(cds_id="cds-1")) == ["cu-0", "cu-1", "cu-2"]
         assert _ids(store.find_units(pilot_id="pilot-2")) == ["cu-3", "cu-5"]
         assert _ids(store.find_units(states=[State.Running])) == ["cu-2", "cu-5"]
-        assert _ids(store.find_units(states=["New", "Pending"])) == ["cu-0", "cu-1", "cu-4"]
+        assert _ids(store.find_units(states=[State.New, State.Pending])) == ["cu-0", "cu-1", "cu-4"]
         assert _ids(store.find_units(unbound=True)) == ["cu-0", "cu-4"]
         assert _ids(store.find_units(cancel_requested=True)) == ["cu-2", "cu-5"]
         assert _ids(store.find_units(limit=2)) == ["cu-0", "cu-1"]
@@ -254,7 +254,7 @@ class StoreConformance(QueueConformance):
         assert _ids(store.find_units(cds_id="cds-1", states=[State.Pending], unbound=True, limit=5)) == ["cu-0"]
         assert store.find_units(cds_id="cds-missing") == []
 
-    def test_find_units_returns_only_requested_fields(self, store: Any) -> None:
+    def test_find_units_returns_only_requested_fields(self, store: CoordinationStore) -> None:
         """With ``fields``, each record holds exactly those fields, decoded."""
         store.insert_units([unit_record("cu-1", pilot_id="pilot-1", input_data=["x"]),
                             unit_record("cu-2")])
@@ -263,7 +263,7 @@ class StoreConformance(QueueConformance):
                        {"id": "cu-2", "state": "Pending", "input_data": None, "claimed": False}]
         assert store.find_units(pilot_id="pilot-1", fields=("id",)) == [{"id": "cu-1"}]
 
-    def test_count_active_sums_slots_of_unfinished_units(self, store: Any) -> None:
+    def test_count_active_sums_slots_of_unfinished_units(self, store: CoordinationStore) -> None:
         """count_active counts the slots of bound units that are not final, per pilot."""
         store.insert_units([
             unit_record("cu-1", pilot_id="pilot-1", slots=2),
@@ -285,7 +285,7 @@ class StoreConformance(QueueConformance):
         assert sorted(store.unbind_units("pilot-2")) == ["cu-7", "cu-8"]
         assert store.count_active(["pilot-2"]) == {"pilot-2": 0}
 
-    def test_update_units_conditional_on_state(self, store: Any) -> None:
+    def test_update_units_conditional_on_state(self, store: CoordinationStore) -> None:
         """update_units applies each update only in its expected states; returns where it did,
         with the state each unit had before."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(4)])
@@ -305,7 +305,7 @@ class StoreConformance(QueueConformance):
         assert got["cu-3"]["state"] == "Canceled"
         assert store.update_units([]) == {}
 
-    def test_update_units_conditional_on_pilot(self, store: Any) -> None:
+    def test_update_units_conditional_on_pilot(self, store: CoordinationStore) -> None:
         """An update naming a pilot applies only while the unit is bound to that pilot."""
         store.insert_units([unit_record("cu-1", pilot_id="pilot-1"), unit_record("cu-2", pilot_id="pilot-2"),
                             unit_record("cu-3")])
@@ -315,7 +315,7 @@ class StoreConformance(QueueConformance):
         assert applied == {"cu-1": "Pending"}
         assert [u["state"] for u in store.get_units(["cu-1", "cu-2", "cu-3"])] == ["Running", "Pending", "Pending"]
 
-    def test_many_updates_in_one_call(self, store: Any) -> None:
+    def test_many_updates_in_one_call(self, store: CoordinationStore) -> None:
         """A bulk update of thousands of units applies each one."""
         ids = [f"cu-{n:04d}" for n in range(2000)]
         store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
@@ -326,7 +326,7 @@ class StoreConformance(QueueConformance):
         assert _ids(store.find_units(states=[State.Done])) == ids[::2]
         assert _ids(store.find_units(states=[State.Pending])) == ids[1::2]
 
-    def test_a_unit_named_twice_in_one_call_ends_as_the_last_change_says(self, store: Any) -> None:
+    def test_a_unit_named_twice_in_one_call_ends_as_the_last_change_says(self, store: CoordinationStore) -> None:
         """Changes of one unit in one call apply in order: its indexes follow the last one."""
         store.insert_units([unit_record("cu-1", pilot_id="pilot-1"), unit_record("cu-2", pilot_id="pilot-1")])
         applied = store.update_units([
@@ -342,7 +342,7 @@ class StoreConformance(QueueConformance):
         assert store.count_active(["pilot-1"]) == {"pilot-1": 1}
         assert [u["id"] for u in store.claim_units("pilot-1", 10)] == ["cu-1"]  # claimable again
 
-    def test_bind_units_binds_only_unbound_queued_units(self, store: Any) -> None:
+    def test_bind_units_binds_only_unbound_queued_units(self, store: CoordinationStore) -> None:
         """bind_units binds unbound New/Pending units only, and returns those it bound."""
         store.insert_units([
             unit_record("cu-new", state=State.New),
@@ -362,7 +362,7 @@ class StoreConformance(QueueConformance):
         assert store.bind_units([("cu-new", "pilot-3")]) == []
         assert store.bind_units([]) == []
 
-    def test_unbind_units_returns_queued_units_including_claimed(self, store: Any) -> None:
+    def test_unbind_units_returns_queued_units_including_claimed(self, store: CoordinationStore) -> None:
         """unbind_units hands the pilot's never-started service units back, claimed or not."""
         store.insert_units([
             unit_record("cu-claimed", pilot_id="pilot-1"),
@@ -388,7 +388,7 @@ class StoreConformance(QueueConformance):
         assert store.bind_units([("cu-claimed", "pilot-3")]) == ["cu-claimed"]
         assert _ids(store.claim_units("pilot-3", 5)) == ["cu-claimed"]
 
-    def test_claim_units_oldest_first_never_twice(self, store: Any) -> None:
+    def test_claim_units_oldest_first_never_twice(self, store: CoordinationStore) -> None:
         """claim_units hands out a pilot's pending units oldest first, each once, marked claimed."""
         ids = [f"cu-{n:02d}" for n in range(10)]
         store.insert_units([unit_record(i, pilot_id="pilot-1", submitted=100.0 - n) for n, i in enumerate(ids)])
@@ -401,7 +401,7 @@ class StoreConformance(QueueConformance):
         assert store.claim_units("pilot-1", 100) == []
         assert all(u["claimed"] for u in store.get_units(ids))
 
-    def test_claim_units_takes_only_pending_units_of_that_pilot(self, store: Any) -> None:
+    def test_claim_units_takes_only_pending_units_of_that_pilot(self, store: CoordinationStore) -> None:
         """Units of other pilots, unbound units and started or finished units are never claimed."""
         store.insert_units([
             unit_record("cu-other", pilot_id="pilot-2"),
@@ -419,7 +419,7 @@ class StoreConformance(QueueConformance):
         assert _ids(store.claim_units("pilot-2", 100)) == ["cu-other"]
         assert [u["claimed"] for u in store.get_units(["cu-unbound", "cu-running"])] == [False, False]
 
-    def test_bulk_claim(self, store: Any) -> None:
+    def test_bulk_claim(self, store: CoordinationStore) -> None:
         """One claim takes thousands of units at once, oldest first, leaving the rest."""
         ids = [f"cu-{n:05d}" for n in range(5000)]
         store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
@@ -428,7 +428,8 @@ class StoreConformance(QueueConformance):
         assert store.claim_units("pilot-1", 4000) == []
 
     # --- several processes ----------------------------------------------------------------
-    def test_two_processes_claiming_concurrently_never_share_a_unit(self, store: Any, store_url: str) -> None:
+    def test_two_processes_claiming_concurrently_never_share_a_unit(self, store: CoordinationStore,
+                                                                    store_url: str) -> None:
         """Two agent processes claim from one store at once until nothing is left: every unit
         goes to exactly one of them, and each gets its units oldest first."""
         ids = [f"cu-{n:05d}" for n in range(1500)]
@@ -489,7 +490,7 @@ class StoreConformance(QueueConformance):
         finally:
             reopened.close()
 
-    def test_closing_and_reopening_keeps_everything(self, store: Any, store_url: str) -> None:
+    def test_closing_and_reopening_keeps_everything(self, store: CoordinationStore, store_url: str) -> None:
         """Closing a store loses nothing: a store opened again sees every record."""
         store.put_service("pcs-1", "pcs", {})
         store.insert_pilot(pilot_record("pilot-1"))
