@@ -97,17 +97,22 @@ def test_a_bad_parallel_environment_fails_the_pilot_with_qsubs_message(descripti
 
 @pytest.mark.parametrize(("code", "state"), [(0, State.Done), (3, State.Failed)])
 def test_status_follows_a_job_to_its_end(pilot_env: PilotEnv, sge_queue: str, code: int, state: State) -> None:
-    """A job running a stand-in for the agent: the pre-commands run first, in the sandbox, and
-    its exit status (from qacct, once it left qstat) decides Done or Failed."""
+    """A job running a stand-in for the agent: the pre-commands run first, in the sandbox, with
+    the submitter's umask, and its exit status (from qacct, once it left qstat) decides Done or
+    Failed."""
     adaptor = SgeAdaptor("sge://localhost")
     sandbox = pilot_env.work / f"job-{code}"
     request = PilotJobRequest(
         "pilot-sge-test", PilotComputeDescription.from_dict({"service_url": "sge://localhost", "queue": sge_queue}),
-        sandbox, ("/bin/sh", "-c", 'test -f pre-ran && echo "ran $CODE" && exit "$CODE"'),
+        sandbox, ("/bin/sh", "-c", 'test -f pre-ran && echo "ran $CODE $(umask)" && exit "$CODE"'),
         {"CODE": str(code)}, ("touch pre-ran",))
-    job = adaptor.submit(request)
+    old = os.umask(0o027)  # Grid Engine itself starts jobs with 022
+    try:
+        job = adaptor.submit(request)
+    finally:
+        os.umask(old)
     status = wait_for(lambda: (s := adaptor.status(job)).state.is_final and s, 60, f"job {job} to end")
     assert status.state == state, status.message
     assert (f"exit status {code}" in status.message) == (code != 0)
-    assert (sandbox / "agent.log").read_text() == f"ran {code}\n"
+    assert (sandbox / "agent.log").read_text() == f"ran {code} 0027\n"
     adaptor.cancel(job)  # gone already: not an error

@@ -1,19 +1,11 @@
 """The Grid Engine adaptor (``sge://localhost``): one pilot is one Grid Engine job running the agent.
 
-- **submit** writes ``<sandbox>/pilot-job.sh`` (mode 0700: it holds the environment values), which
-  enters the sandbox, exports the description's environment, this process's ``PILOT_*`` settings
-  and ``PATH``, runs the site's pre-commands and ``exec``s the agent; it goes to ``qsub -b y``, so
-  the script stays on the shared filesystem and its values never reach Grid Engine's spool or
-  ``qstat -j``. ``walltime`` -> ``-l h_rt`` (whole minutes, rounded up, as SLURM does), ``queue`` ->
-  ``-q``, ``project`` -> ``-P``, ``reservation`` -> ``-ar``, ``number_of_processes`` > 1 ->
-  ``-pe <pe> N``. The native id is the job number.
-- **status** reads ``qstat``; a job that left it is looked up once with ``qacct``: exit 0 and no
-  Grid Engine failure is ``Done``, anything else ``Failed`` with qacct's words.
-- **cancel** is ``qdel``; a job Grid Engine no longer knows is not an error.
-
-``extra`` keys: ``pe`` (parallel environment for multi-slot pilots; default ``$PILOT_SGE_PE``, else
-``smp``), ``qsub_args`` (a list of further ``qsub`` arguments, e.g. ``["-l", "mem_free=2G"]``) and
-``drain_margin`` (seconds before the walltime at which the agent drains; default 5% of it, 1-120 s).
+**submit** writes ``<sandbox>/pilot-job.sh`` (0700: it holds environment values), which sets this
+process's umask, enters the sandbox, exports the description's environment, this process's
+``PILOT_*`` and ``PATH``, runs the site's pre-commands and ``exec``s the agent. ``qsub -b y`` runs
+it from there, so its values never reach Grid Engine's spool or ``qstat -j``. The native id is the
+job number. **status** reads ``qstat``, then ``qacct`` once the job has left it. **cancel** is
+``qdel``. The description's mapping and the ``extra`` keys are in the README.
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ import subprocess
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pilot.errors import PilotError
@@ -53,7 +46,7 @@ def run(argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProce
 
 def one_line(text: str) -> str:
     """Command output as one line."""
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    return "; ".join(filter(None, (line.strip() for line in text.splitlines())))
 
 
 def drain_margin(walltime: float, extra: Mapping[str, Any]) -> float:
@@ -65,14 +58,23 @@ def drain_margin(walltime: float, extra: Mapping[str, Any]) -> float:
     return float(value)
 
 
+def current_umask() -> str | None:
+    """This process's umask (Grid Engine starts jobs with 022), from Linux's /proc."""
+    status = Path("/proc/self/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    return next((line.split()[1] for line in lines if line.startswith("Umask:")), None)
+
+
 def job_script(request: PilotJobRequest, argv: Sequence[str], environ: Mapping[str, str]) -> str:
-    """The job script: every value shell-quoted, the agent ``exec``ed (it is the job's process)."""
+    """The job script: this process's umask, every value shell-quoted, the agent ``exec``ed (it
+    is the job's process)."""
     env = {k: v for k, v in environ.items() if k.startswith("PILOT_") or k == "PATH"}
     env.update(request.environment)
     bad = [name for name in env if not _NAME.match(name)]
     if bad:
         raise PilotError(f"environment variable name {bad[0]!r} cannot be exported by a shell", key="environment")
-    lines = ["#!/bin/sh", "# written by pilot-sge: the pilot's Grid Engine job",
+    mask = current_umask()
+    lines = ["#!/bin/sh", "# written by pilot-sge: the pilot's Grid Engine job", *([f"umask {mask}"] if mask else []),
              f"cd -- {shlex.quote(str(request.sandbox))} || exit 1",
              *(f"export {name}={shlex.quote(value)}" for name, value in env.items()),
              *request.pre_commands, f"exec {shlex.join(argv)}"]
@@ -128,7 +130,7 @@ class SgeAdaptor:
             os.fchmod(fd, 0o700)
             file.write(job_script(request, agent, os.environ))
         result = run(argv)
-        job = result.stdout.strip().split(".")[0]
+        job = (result.stdout.split() or [""])[-1].split(".")[0]  # "17", or "17.1-4:1" for an array
         if result.returncode != 0 or not job.isdigit():
             raise PilotError(f"qsub rejected the pilot job: {one_line(result.stderr + result.stdout) or 'no message'}")
         return job
@@ -161,7 +163,7 @@ class SgeAdaptor:
         values: dict[str, str] = {}
         for line in result.stdout.splitlines():
             key, _, value = line.partition(" ")
-            values[key] = value.strip()
+            values[key] = " ".join(value.split())  # "137 (Killed)", "100 : assumedly after job"
         if result.returncode != 0 or "failed" not in values:
             return NativeStatus(State.Unknown, f"Grid Engine job {native_id} left the queue; no accounting "
                                                f"record (yet): {one_line(result.stderr) or 'qacct found none'}")
