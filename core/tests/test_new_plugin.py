@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,7 @@ import pytest
 
 from pilot import scaffold
 from pilot.cli import main
+from pilot.testing.adaptor_conformance import AdaptorConformance
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB_TEMPLATE = REPO / "contrib" / "plugin-template"
@@ -168,3 +170,28 @@ def test_an_unknown_kind_is_an_argparse_error(capsys: pytest.CaptureFixture[str]
         main(["new-plugin", "x", "--kind", "queue"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'queue'" in capsys.readouterr().err
+
+
+GUIDE = REPO / "docs" / "plugin-author-guide.md"
+QUOTE = re.compile(r"^<!-- quote: (\S+) -->\n```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def test_the_guide_quotes_real_code() -> None:
+    """Every block the guide marks as quoted (``<!-- quote: path -->``) is in that file, verbatim."""
+    quotes = QUOTE.findall(GUIDE.read_text())
+    assert len(quotes) >= 5
+    for path, block in quotes:
+        assert block in (REPO / path).read_text(), f"the guide's quote of {path} is not in it:\n{block}"
+
+
+def test_the_guide_shows_what_new_plugin_prints_and_the_suites_defaults() -> None:
+    guide = GUIDE.read_text()
+    printed = scaffold.next_steps("sge", "adaptor", Path("pilot-sge"))
+    core = scaffold._core_checkout()
+    if core is not None:
+        printed = printed.replace(str(core), "/path/to/pilot/core")
+    assert f"$ pilot new-plugin sge --kind adaptor\n{printed}```" in guide
+    for attribute, default in (("startup_timeout", 120), ("heartbeat_timeout", 10), ("end_timeout", 60),
+                               ("walltime_minutes", 0.1)):
+        assert getattr(AdaptorConformance, attribute) == default
+        assert re.search(rf"`{attribute}` \([^)]*?default {default:g}[:;)]", guide), attribute
