@@ -105,13 +105,14 @@ def test_a_killed_executor_fails_its_unit_and_is_restarted_then_given_up(
         wait_for(lambda: all(len(report(u)) == 4 for u in busy), 60, "the units to run")
         pids = [int(report(u)["pid"]) for u in busy]
         victim = next(u for u in busy if report(u)["host"] == NODES[0])
+        others = [u for u in busy if u is not victim]
         executor_pid = parent_of(int(report(victim)["pid"]))
         for round_number in (1, 2):
             os.kill(executor_pid, signal.SIGKILL)
             assert victim.wait(timeout=60) == State.Failed
             assert victim.get_details()["reason"].startswith(f"node executor on {NODES[0]} lost:")
             assert not alive(int(report(victim)["pid"]))  # killed before the unit was called Failed
-            assert all(u.get_state() == State.Running for u in busy if u is not victim)
+            assert all(u.get_state() == State.Running for u in others)
             victim = pilot.submit_compute_unit({"executable": f"{WHERE}; exec sleep 287"})  # only that slot is free
             wait_for(lambda unit=victim: len(report(unit)) == 4, 60, "the next unit on the node")
             pids.append(int(report(victim)["pid"]))

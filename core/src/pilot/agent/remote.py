@@ -153,16 +153,16 @@ class NodeExecutor:
         """Wait for the executor's connection (the first that shows the token), then read it."""
         threading.Thread(target=self._watch, args=(proc, listener), daemon=True).start()
         deadline = time.monotonic() + READY_TIMEOUT
-        conn = None
+        conn = events = None
         try:
             while conn is None and time.monotonic() < deadline:
                 listener.settimeout(max(0.1, deadline - time.monotonic()))
                 candidate, _addr = listener.accept()
                 candidate.settimeout(10.0)
-                line = candidate.makefile("rb").readline(200).strip()
-                if hmac.compare_digest(line, token.encode()):
+                reader = candidate.makefile("rb")  # the one reader: it may already hold the first events
+                if hmac.compare_digest(reader.readline(200).strip(), token.encode()):
                     candidate.settimeout(None)
-                    conn = candidate
+                    conn, events = candidate, reader
                 else:
                     candidate.close()
         except OSError as exc:  # timed out, or closed by _watch when the launcher ended first
@@ -174,7 +174,7 @@ class NodeExecutor:
             listener.close()
             with contextlib.suppress(OSError):
                 os.unlink(token_file)
-        if conn is None:
+        if conn is None or events is None:
             self._lose(f"no connection after {READY_TIMEOUT:g} s")
             return
         with self.write_lock:
@@ -183,7 +183,7 @@ class NodeExecutor:
         if self.closing or self.lost is not None:
             self._shutdown()
         self._send_environ()
-        self._read(proc, conn.makefile("rb"))
+        self._read(proc, events)
 
     def _watch(self, proc: subprocess.Popen[bytes], listener: socket.socket) -> None:
         """A launcher that ends before its executor connected ends the wait for it."""
