@@ -95,8 +95,9 @@ if [ -n "$missing" ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; own_policy=1
   fi
   apt-get update -qq >/dev/null || true
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null || { [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
+  out=$(apt-get install -y -qq --no-install-recommends $missing 2>&1) || rc=$?
   [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "${rc:-0}" = 0 ] || { printf '%s\n' "$out" | tail -n 20; die "apt-get install failed"; }
   log "packages installed"
 else
   log "packages already installed"
@@ -124,7 +125,9 @@ write_if_different "$COMMON/act_qmaster" "$ME"
 
 # --- 3. qmaster ------------------------------------------------------------------------------------
 install -d -o sgeadmin -g sgeadmin /run/gridengine
-if [ "$changed" = 1 ]; then stop_all; log "host names changed ($ME${BACK:+, address resolves to $BACK}): restarting"; fi
+if [ "$changed" = 1 ] && [ -n "$(pid_of "$QMASTER_PID" sge_qmaster)" ]; then
+  stop_all; log "host names changed ($ME${BACK:+, its address resolves to $BACK}): restarting"
+fi
 if ! qmaster_up; then
   stop_pidfile "$QMASTER_PID" sge_qmaster   # one that runs but does not answer
   /usr/sbin/sge_qmaster || die "sge_qmaster did not start"
