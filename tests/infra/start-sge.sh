@@ -11,7 +11,7 @@
 #   SGE_SLOTS=4       slots of this host in the queue (may exceed the real CPU count)
 #   SGE_PE=smp        parallel environment, $pe_slots: all of a job's slots on one host
 #                     (default: PILOT_TEST_SGE_PE in sge.env)
-#   SGE_VERIFY=1      submit a trivial job at the end and print its latency
+#   SGE_VERIFY=1      after a (re)start or a change, submit a 2-slot job and print its latency
 #
 # Clients need nothing in their environment: Debian's /usr/bin/q* wrappers default to
 # SGE_ROOT=/var/lib/gridengine SGE_CELL=default (tests/infra/sge.env, for tools that ask).
@@ -40,6 +40,8 @@ log() { printf '[start-sge %6.2fs] %s\n' "$(awk -v a="$T0" -v b="$(date +%s.%N)"
 die() { log "ERROR: $*"; for f in /var/spool/gridengine/qmaster/messages "$EXECD_SPOOL"/*/messages; do
           [ -f "$f" ] && { echo "--- tail $f"; tail -n 15 "$f"; }; done; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "start-sge.sh must run as root" >&2; exit 1; }
+fresh=0   # set when this run started or changed something: only then the smoke job runs
+note() { log "$*"; fresh=1; }
 
 # --- daemons by the PIDs in their pid files (checking each PID is still that program) ----------
 pid_of() {  # pidfile comm -> prints the PID when that daemon runs
@@ -126,14 +128,14 @@ write_if_different "$COMMON/act_qmaster" "$ME"
 # --- 3. qmaster ------------------------------------------------------------------------------------
 install -d -o sgeadmin -g sgeadmin /run/gridengine
 if [ "$changed" = 1 ] && [ -n "$(pid_of "$QMASTER_PID" sge_qmaster)" ]; then
-  stop_all; log "host names changed ($ME${BACK:+, its address resolves to $BACK}): restarting"
+  stop_all; note "host names changed ($ME${BACK:+, its address resolves to $BACK}): restarting"
 fi
 if ! qmaster_up; then
   stop_pidfile "$QMASTER_PID" sge_qmaster   # one that runs but does not answer
   /usr/sbin/sge_qmaster || die "sge_qmaster did not start"
   end=$((SECONDS + 20)); until qconf -sh >/dev/null 2>&1 || [ "$SECONDS" -ge "$end" ]; do sleep 0.1; done
   qconf -sh >/dev/null 2>&1 || die "qmaster does not answer: $(qconf -sh 2>&1 | head -2 | tr '\n' ' ')"
-  log "sge_qmaster started (pid $(cat "$QMASTER_PID"))"
+  note "sge_qmaster started (pid $(cat "$QMASTER_PID"))"
 else
   log "sge_qmaster running (pid $(cat "$QMASTER_PID"))"
 fi
@@ -152,13 +154,13 @@ if ! conf_ok; then
     > "$TMP/global"   # the file's name is the configuration's name
   run qconf -Mconf "$TMP/global"
   conf_ok || die "global configuration not applied: $(qconf -sconf global | tr '\n' ';')"
-  restart_execd=1; log "global configuration updated"
+  restart_execd=1; note "global configuration updated"
 fi
 # scheduler: every second, and right after a submit or a job's end
 qconf -ssconf > "$TMP/sconf"
 sed -E -e 's/^(schedule_interval +).*/\10:0:1/' -e 's/^(flush_submit_sec +).*/\11/' \
   -e 's/^(flush_finish_sec +).*/\11/' "$TMP/sconf" > "$TMP/sched"
-cmp -s "$TMP/sconf" "$TMP/sched" || { run qconf -Msconf "$TMP/sched"; log "scheduler updated"; }
+cmp -s "$TMP/sconf" "$TMP/sched" || { run qconf -Msconf "$TMP/sched"; note "scheduler updated"; }
 # this host: admin, submit and execution host
 qconf -sh 2>/dev/null | grep -qx "$ME" || run qconf -ah "$ME"
 qconf -ss 2>/dev/null | grep -qx "$ME" || run qconf -as "$ME"
@@ -182,7 +184,7 @@ urgency_slots      min
 accounting_summary FALSE
 qsort_args         NONE
 EOF
-if ! qconf -sp "$PE" >/dev/null 2>&1; then run qconf -Ap "$TMP/$PE"; log "parallel environment $PE created"
+if ! qconf -sp "$PE" >/dev/null 2>&1; then run qconf -Ap "$TMP/$PE"; note "parallel environment $PE created"
 elif ! cmp -s <(qconf -sp "$PE" | tr -s ' ') <(tr -s ' ' < "$TMP/$PE"); then run qconf -Mp "$TMP/$PE"; fi
 # the queue: SLOTS slots on this host, no load threshold (a busy CI machine must not close it)
 cat > "$TMP/$QUEUE" <<EOF
@@ -238,9 +240,9 @@ s_vmem INFINITY
 h_vmem INFINITY
 EOF
 if ! qconf -sq "$QUEUE" >/dev/null 2>&1; then run qconf -Aq "$TMP/$QUEUE"
-  log "queue $QUEUE created"
+  note "queue $QUEUE created"
 elif ! cmp -s <(qconf -sq "$QUEUE" | tr -s ' ') <(tr -s ' ' < "$TMP/$QUEUE"); then
-  run qconf -Mq "$TMP/$QUEUE"; log "queue $QUEUE updated"
+  run qconf -Mq "$TMP/$QUEUE"; note "queue $QUEUE updated"
 fi
 
 # --- 5. execd ------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ if [ "$restart_execd" = 1 ]; then for pf in $(execd_pidfiles); do stop_pidfile "
 if [ -z "$(execd_pid)" ]; then
   run /usr/sbin/sge_execd
   for _ in $(seq 1 50); do [ -n "$(execd_pid)" ] && break; sleep 0.1; done
-  log "sge_execd started (pid $(execd_pid))"
+  note "sge_execd started (pid $(execd_pid))"
 else
   log "sge_execd running (pid $(execd_pid))"
 fi
@@ -274,10 +276,10 @@ done
 log "queue up: $(qstat -f -q "$QUEUE" | awk -v q="$QUEUE@$ME" '$1 == q {print $1, $3 " slots (resv/used/tot)"}')"
 
 # --- 7. smoke test -------------------------------------------------------------------------------------
-if [ "$VERIFY" = 1 ]; then
+if [ "$VERIFY" = 1 ] && [ "$fresh" = 1 ]; then
   dir=$(mktemp -d)
   t=$(date +%s.%N)
-  qsub -sync y -b y -q "$QUEUE" -pe "$PE" 2 -wd "$dir" -o "$dir/out" -j y -N sge-smoke hostname >/dev/null 2>&1 ||
+  timeout 120 qsub -sync y -b y -q "$QUEUE" -pe "$PE" 2 -wd "$dir" -o "$dir/out" -j y -N sge-smoke hostname >/dev/null 2>&1 ||
     die "smoke job failed: $(cat "$dir/out" 2>/dev/null)"
   lat=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
   log "smoke job (2 slots) done in ${lat}s on $(cat "$dir/out")"
