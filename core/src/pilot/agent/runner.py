@@ -33,7 +33,7 @@ from pilot.plugin.types import AgentResources
 from pilot.procs import signal_session
 from pilot.session import Session
 from pilot.states import FINAL_STATES, Kind, State
-from pilot.store import Record
+from pilot.store import CoordinationStore, Record
 from pilot.transitions import UnitChange, change_units, transition
 
 FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written
@@ -46,7 +46,7 @@ FLUSH_BACKOFF_MAX = 1.0  # longest pause between two tries to write changes whil
 class Agent:
     """Runs the units of one pilot on the slots of its allocation."""
 
-    def __init__(self, session: Session, store: Any, pilot: Record, resources: AgentResources,
+    def __init__(self, session: Session, store: CoordinationStore, pilot: Record, resources: AgentResources,
                  drain_margin: float = 0.0) -> None:
         self.session, self.store, self.pilot_id = session, store, pilot["id"]
         self.pilot_sandbox = str(pilot["sandbox"])

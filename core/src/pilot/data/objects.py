@@ -19,8 +19,10 @@ from pilot.descriptions import DataUnitDescription, PilotDataDescription
 from pilot.errors import PilotError
 from pilot.handles import StoredObject, UrlIdentity, open_url
 from pilot.log import get_logger
+from pilot.plugin.types import DataBackend
 from pilot.session import Session, default_session
 from pilot.states import Kind, State
+from pilot.store import CoordinationStore
 from pilot.timeouts import check_timeout
 from pilot.transitions import transition
 
@@ -30,7 +32,7 @@ def _background(target: Any, *args: Any) -> None:
     threading.Thread(target=target, args=args, name="pilot-data-transfer", daemon=False).start()
 
 
-def _place_url(backend: Any, service_url: str, pd_id: str) -> str:
+def _place_url(backend: DataBackend, service_url: str, pd_id: str) -> str:
     """The storage place of a new PilotData: ``<service_url>/<pd id>``; a place the backend has on
     this host's filesystem is named by its absolute path (``file://``)."""
     parts = urllib.parse.urlsplit(service_url)
@@ -49,7 +51,7 @@ class DataUnit(StoredObject):
     KIND, URL_ARG, MADE_BY = "data-unit", "du_url", "data units are created by submit_data_unit"
 
     def __init__(self, du_url: str | None = None, *, session: Session | None = None,
-                 _store: Any = None, _id: str | None = None) -> None:
+                 _store: CoordinationStore | None = None, _id: str | None = None) -> None:
         super().__init__(du_url, session=session, store=_store, object_id=_id)
 
     def _data(self) -> dict[str, Any]:
@@ -143,7 +145,7 @@ class PilotData(StoredObject):
     KIND, URL_ARG, MADE_BY = "pilot-data", "pd_url", "pilot data are created by create_pilot"
 
     def __init__(self, pd_url: str | None = None, *, session: Session | None = None,
-                 _store: Any = None, _id: str | None = None) -> None:
+                 _store: CoordinationStore | None = None, _id: str | None = None) -> None:
         super().__init__(pd_url, session=session, store=_store, object_id=_id)
 
     def _data(self) -> dict[str, Any]:

@@ -5,13 +5,18 @@ stored, and the labels of the PilotData holding them)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pilot.data import records
 from pilot.descriptions import DataUnitDescription
 from pilot.errors import PilotError
 from pilot.states import State
 from pilot.store import Record
+
+if TYPE_CHECKING:
+    from pilot.data.objects import PilotData
+    from pilot.session import Session
+    from pilot.store import CoordinationStore
 
 Labels = tuple[str | None, str | None]
 
@@ -21,7 +26,8 @@ def _matches(want: Labels, have: Labels) -> bool:
     return (want[0] is None or want[0] == have[0]) and (want[1] is None or want[1] == have[1])
 
 
-def choose_pilot_data(session: Any, store: Any, pds_ids: Sequence[str], desc: DataUnitDescription) -> Any:
+def choose_pilot_data(session: Session, store: CoordinationStore, pds_ids: Sequence[str],
+                      desc: DataUnitDescription) -> PilotData:
     """The PilotData for a new DU: among the live PilotData of the services, those whose labels
     match the DU's (all when none does), the one with the most room left."""
     from pilot.data.objects import PilotData
@@ -42,8 +48,8 @@ def choose_pilot_data(session: Any, store: Any, pds_ids: Sequence[str], desc: Da
     return PilotData(session=session, _store=store, _id=chosen["id"])
 
 
-def replica_targets(session: Any, store: Any, pds_ids: Sequence[str], desc: DataUnitDescription,
-                    first_pd: str, *, default: int | None = None) -> list[Any]:
+def replica_targets(session: Session, store: CoordinationStore, pds_ids: Sequence[str], desc: DataUnitDescription,
+                    first_pd: str, *, default: int | None = None) -> list[PilotData]:
     """The further PilotData a new DU is replicated into, so that ``number_of_replicas`` (the
     DU's, else ``default``: its PilotData's) hold it: live PilotData of the services other than
     ``first_pd``, those matching the DU's labels first, most room first. ``PilotError`` when
@@ -68,7 +74,8 @@ def replica_targets(session: Any, store: Any, pds_ids: Sequence[str], desc: Data
     return [PilotData(session=session, _store=store, _id=r["id"]) for r in sorted(live, key=order)[:wanted]]
 
 
-def input_data_views(session: Any, store: Any, units: Sequence[Record]) -> dict[str, tuple[Any, list[Labels]]]:
+def input_data_views(session: Session, store: CoordinationStore, units: Sequence[Record]
+                     ) -> dict[str, tuple[bool | str, list[Labels]]]:
     """For each unit with ``input_data``: ``(ready, labels)``. ``ready`` is True when every DU
     is stored (Running), False while one is being stored, or a reason string when one can never
     be; ``labels`` are those of the PilotData holding a complete replica of its DUs."""
@@ -79,9 +86,9 @@ def input_data_views(session: Any, store: Any, units: Sequence[Record]) -> dict[
         if unit.get("input_data"):
             wanted[unit["id"]] = [urls.parse(u, "data-unit").id for u in unit["input_data"]]
     found = {r["id"]: r["data"] for r in store.get_services(sorted({d for ds in wanted.values() for d in ds}))}
-    out: dict[str, tuple[Any, list[Labels]]] = {}
+    out: dict[str, tuple[bool | str, list[Labels]]] = {}
     for unit_id, du_ids in wanted.items():
-        ready: Any = True
+        ready: bool | str = True
         labels: list[Labels] = []
         for du_id in du_ids:
             data = found.get(du_id)

@@ -24,13 +24,17 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilot.data import transfer
 from pilot.errors import PilotError
 from pilot.plugin.types import FileInfo
 from pilot.states import State
 from pilot.timeouts import check_timeout
+
+if TYPE_CHECKING:
+    from pilot.session import Session
+    from pilot.store import CoordinationStore
 
 FILE = "file:"
 AT = "at:"
@@ -90,7 +94,7 @@ def du_place(replica: Mapping[str, Any], du_id: str) -> str:
     return transfer.join(str(replica["place"]), du_id)
 
 
-def load(store: Any, object_id: str, kind: str) -> dict[str, Any]:
+def load(store: CoordinationStore, object_id: str, kind: str) -> dict[str, Any]:
     """The data of a service record of ``kind``; ``PilotError`` when there is none."""
     record = store.get_service(object_id)
     if record is None or record["kind"] != kind:
@@ -99,7 +103,7 @@ def load(store: Any, object_id: str, kind: str) -> dict[str, Any]:
     return data
 
 
-def used_bytes(store: Any, pd_id: str) -> int:
+def used_bytes(store: CoordinationStore, pd_id: str) -> int:
     """Bytes of every file of every DU with a replica in ``pd_id``."""
     used = 0
     for record in store.get_services(store.children(pd_id)):
@@ -108,7 +112,7 @@ def used_bytes(store: Any, pd_id: str) -> int:
     return used
 
 
-def check_room(store: Any, pd_id: str, pd: Mapping[str, Any], adding: int) -> None:
+def check_room(store: CoordinationStore, pd_id: str, pd: Mapping[str, Any], adding: int) -> None:
     """``PilotError`` when ``adding`` bytes would exceed the PilotData's ``size``."""
     limit = pd.get("size")
     if limit is None or adding == 0:
@@ -122,7 +126,7 @@ def check_room(store: Any, pd_id: str, pd: Mapping[str, Any], adding: int) -> No
 class Source:
     """One file to store: its name, where it is (local path or backend URL) and its info."""
 
-    def __init__(self, session: Any, url: str) -> None:
+    def __init__(self, session: Session, url: str) -> None:
         self.url = url
         self.name = transfer.base_name(url)
         local = local_alias(url)
@@ -136,14 +140,14 @@ class Source:
             except PilotError as exc:
                 raise PilotError(f"no such file: {url} ({exc})", key="file_urls") from None
 
-    def store_at(self, session: Any, dst: str, options: Mapping[str, Any]) -> FileInfo:
+    def store_at(self, session: Session, dst: str, options: Mapping[str, Any]) -> FileInfo:
         """Copy this source to ``dst``, verified."""
         if self.path is not None:
             return transfer.put(session, self.path, dst, options, self.info)
         return transfer.copy(session, self.url, {}, dst, options, expected=self.info)
 
 
-def sources(session: Any, urls: Iterable[str], taken: Iterable[str] = ()) -> list[Source]:
+def sources(session: Session, urls: Iterable[str], taken: Iterable[str] = ()) -> list[Source]:
     """Check every source exists (``PilotError`` naming the path otherwise) and names are unique."""
     out: list[Source] = []
     names = set(taken)
@@ -159,7 +163,7 @@ def sources(session: Any, urls: Iterable[str], taken: Iterable[str] = ()) -> lis
     return out
 
 
-def store_sources(session: Any, du_id: str, replica: Mapping[str, Any], items: Sequence[Source]
+def store_sources(session: Session, du_id: str, replica: Mapping[str, Any], items: Sequence[Source]
                   ) -> dict[str, dict[str, Any]]:
     """Store ``items`` in one replica; return the ``file:<name>`` entries."""
     place = du_place(replica, du_id)
@@ -174,7 +178,7 @@ def store_sources(session: Any, du_id: str, replica: Mapping[str, Any], items: S
     return entries
 
 
-def copy_replica(session: Any, du_id: str, data: Mapping[str, Any], src: Mapping[str, Any],
+def copy_replica(session: Session, du_id: str, data: Mapping[str, Any], src: Mapping[str, Any],
                  dst: Mapping[str, Any], *, names: Iterable[str] | None = None) -> None:
     """Copy the files (``names``, default all) of a DU from replica ``src`` to ``dst``."""
     files = files_of(data)
@@ -185,7 +189,7 @@ def copy_replica(session: Any, du_id: str, data: Mapping[str, Any], src: Mapping
                       transfer.join(dst_place, name), dst.get("options") or {}, expected=info_of(files[name], name))
 
 
-def add_files(session: Any, store: Any, du_id: str, urls: Sequence[str]) -> list[str]:
+def add_files(session: Session, store: CoordinationStore, du_id: str, urls: Sequence[str]) -> list[str]:
     """Store files in every replica of a DU, then list them in its record (one merge); returns
     their names. The DU must be stored (Running)."""
     data = load(store, du_id, "data-unit")
@@ -211,7 +215,7 @@ def add_files(session: Any, store: Any, du_id: str, urls: Sequence[str]) -> list
     return [i.name for i in items]
 
 
-def wait_stored(store: Any, du_id: str, timeout: float | None) -> dict[str, Any]:
+def wait_stored(store: CoordinationStore, du_id: str, timeout: float | None) -> dict[str, Any]:
     """Wait until the DU is stored (no transfer under way) or final; its data."""
     timeout = check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -232,7 +236,7 @@ class WaitStopped(Exception):
     its agent drains); the message is the callback's answer."""
 
 
-def wait_running(store: Any, du_id: str, stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
+def wait_running(store: CoordinationStore, du_id: str, stop: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Wait until the DU is stored (Running); its data. ``PilotError`` when it ended otherwise;
     ``WaitStopped`` as soon as ``stop()`` (asked every 0.2 s at most) returns a reason."""
     delay = 0.005
@@ -250,7 +254,7 @@ def wait_running(store: Any, du_id: str, stop: Callable[[], str | None] | None =
         delay = min(delay * 1.5, 0.2)
 
 
-def pick_replica(session: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+def pick_replica(session: Session, data: Mapping[str, Any]) -> dict[str, Any]:
     """A complete replica, preferring one on this host's filesystem (so files can be linked)."""
     complete = list(complete_replicas(data).values())
     if not complete:
@@ -261,7 +265,7 @@ def pick_replica(session: Any, data: Mapping[str, Any]) -> dict[str, Any]:
     return complete[0]
 
 
-def fetch(session: Any, du_id: str, data: Mapping[str, Any], directory: str, *, link: bool) -> list[str]:
+def fetch(session: Session, du_id: str, data: Mapping[str, Any], directory: str, *, link: bool) -> list[str]:
     """Put every file of a DU into ``directory`` (linked from a local replica when ``link``);
     returns the paths."""
     replica = pick_replica(session, data)

@@ -20,11 +20,14 @@ import glob
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilot import urls
 from pilot.data import records, transfer
 from pilot.errors import PilotError
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 UNIT_DIR = "SUBJOB_WORK_DIR"
 PILOT_DIR = "BIGJOB_WORK_DIR"
@@ -84,7 +87,7 @@ def _under(base: str, path: str) -> str:
 class Stager:
     """Stages files for the units (and the pilot) of one agent; shared by its slot threads."""
 
-    def __init__(self, session: Any, pilot_sandbox: str) -> None:
+    def __init__(self, session: Session, pilot_sandbox: str) -> None:
         self.session, self.pilot_sandbox = session, pilot_sandbox
         self.lock = threading.Lock()
 

@@ -11,12 +11,15 @@ import os
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
 from pilot.errors import PilotError, TransientDataError
 from pilot.plugin.types import FileInfo
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 T = TypeVar("T")
 ATTEMPTS = 4
@@ -75,7 +78,7 @@ def local_info(path: str) -> FileInfo:
     return FileInfo(os.path.basename(path), st.st_size)
 
 
-def put(session: Any, local_path: str, url: str, options: Mapping[str, Any],
+def put(session: Session, local_path: str, url: str, options: Mapping[str, Any],
         expected: FileInfo | None = None) -> FileInfo:
     """Store a local file at a backend URL, verified."""
     expected = expected or local_info(local_path)
@@ -88,7 +91,7 @@ def put(session: Any, local_path: str, url: str, options: Mapping[str, Any],
     return verify(got, expected, f"storing {local_path} at {url}")
 
 
-def get(session: Any, url: str, local_path: str, options: Mapping[str, Any],
+def get(session: Session, url: str, local_path: str, options: Mapping[str, Any],
         expected: FileInfo | None = None) -> FileInfo:
     """Fetch a backend URL into a local file, verified against ``expected``."""
     backend = session.data_backend(url)
@@ -96,7 +99,7 @@ def get(session: Any, url: str, local_path: str, options: Mapping[str, Any],
     return verify(got, expected, f"fetching {url}")
 
 
-def copy(session: Any, src: str, src_options: Mapping[str, Any], dst: str, dst_options: Mapping[str, Any], *,
+def copy(session: Session, src: str, src_options: Mapping[str, Any], dst: str, dst_options: Mapping[str, Any], *,
          expected: FileInfo | None = None) -> FileInfo:
     """Copy between two backend URLs: inside one backend when both share it, else through a
     local temporary file."""
