@@ -10,6 +10,8 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     """``pilot plugins`` lists what is installed; ``pilot new-plugin`` stamps a new plugin
     distribution; ``pilot bench`` runs the throughput benchmark."""
+    from pilot.scaffold import KINDS
+
     parser = argparse.ArgumentParser(prog="pilot")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("plugins", help="list the loaded plugins and what they register")
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                          description="Write a plugin distribution that passes the conformance suite of its kind "
                                      "before you change a line; its README says what to replace.")
     new.add_argument("name", help="the plugin's name: its URL scheme, entry point, pilot-NAME, pilot_NAME")
-    new.add_argument("--kind", required=True, choices=("adaptor", "backend", "store"),
+    new.add_argument("--kind", required=True, choices=KINDS,
                      help="a resource adaptor, a data backend or a coordination store")
     new.add_argument("--dir", type=Path, default=None, help="where to write it (default: ./pilot-NAME)")
     bench = sub.add_parser("bench", help="run the throughput benchmark", add_help=False)
