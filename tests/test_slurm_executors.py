@@ -30,10 +30,11 @@ def env(pilot_env: PilotEnv, slurm_cluster: tuple[str, ...], monkeypatch: pytest
 
 
 
-def start_pilot(env: PilotEnv, nodes: int, per_node: int) -> tuple[PilotComputeService, Any]:
+def start_pilot(env: PilotEnv, nodes: int, per_node: int, **extra: Any) -> tuple[PilotComputeService, Any]:
     pcs = PilotComputeService()
     pilot = pcs.create_pilot({"service_url": "slurm://localhost", "number_of_processes": nodes * per_node,
-                              "processes_per_node": per_node, "walltime": 10, "working_directory": str(env.work)})
+                              "processes_per_node": per_node, "walltime": 10, "working_directory": str(env.work),
+                              **extra})
     state = wait_for(lambda: (s := pilot.get_state()) != State.Pending and s, 90, "the pilot to start")
     assert state == State.Running, pilot.get_details()["reason"]
     return pcs, pilot
@@ -121,28 +122,63 @@ def test_cancel_and_pilot_cancel_leave_nothing_behind(env: PilotEnv) -> None:
     wait_for(lambda: not any(alive(pid) for pid in pids.values()), 30, "the unit processes to go")
 
 
-def test_lost_executor_fails_its_unit_and_the_node_keeps_working(env: PilotEnv) -> None:
-    """kill -9 of an executor fails its running unit with the reason; the node's slot runs the
-    next unit (through the per-unit launcher)."""
+def test_lost_executor_fails_its_unit_is_restarted_then_given_up(env: PilotEnv,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of an executor fails its running unit with the reason (its process killed); the
+    node's slot comes back and its next unit runs in a new executor; once the restarts (here one)
+    are used up, the node's units go through one srun each."""
+    monkeypatch.setenv("PILOT_NODE_EXECUTOR_RESTARTS", "1")  # sbatch passes it on to the agent
     _pcs, pilot = start_pilot(env, 3, 1)
     units = [pilot.submit_compute_unit({"executable": f"echo $$; {WHERE}; exec sleep 300"}) for _ in range(3)]
     wait_for(lambda: all(len(output(u)) == 3 for u in units), 60, "the units to run")
     pids = {u.id: int(output(u)[0]) for u in units}
     try:
         victim = next(u for u in units if EXECUTOR in output(u)[2])
+        others = [u for u in units if u is not victim]
         node = output(victim)[1]
-        executor_pid = int(Path(f"/proc/{pids[victim.id]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        os.kill(executor_pid, signal.SIGKILL)
-        assert victim.wait(timeout=30) == State.Failed
-        assert victim.get_details()["reason"].startswith(f"node executor on {node} lost:")
-        assert not alive(pids[victim.id])  # the agent killed the orphaned unit before it said Failed
-        after = pilot.submit_compute_unit({"executable": WHERE})
-        assert after.wait(timeout=60) == State.Done, after.get_details()["reason"]
-        assert output(after)[0] == node
-        assert EXECUTOR not in output(after)[1]
-        assert all(u.get_state() == State.Running for u in units if u is not victim)
+        executor_pid = parent(pids[victim.id])
+        for round_number in (1, 2):
+            os.kill(executor_pid, signal.SIGKILL)
+            assert victim.wait(timeout=30) == State.Failed
+            assert victim.get_details()["reason"].startswith(f"node executor on {node} lost:")
+            assert not alive(pids[victim.id])  # the agent killed the orphaned unit before it said Failed
+            assert all(u.get_state() == State.Running for u in others)
+            victim = pilot.submit_compute_unit({"executable": f"echo $$; {WHERE}; exec sleep 300"})
+            wait_for(lambda unit=victim: len(output(unit)) == 3, 60, "the next unit on the node")
+            pids[victim.id] = int(output(victim)[0])
+            assert output(victim)[1] == node  # the only free slot
+            if round_number == 1:
+                assert EXECUTOR in output(victim)[2]
+                assert parent(pids[victim.id]) != executor_pid
+                executor_pid = parent(pids[victim.id])
+            else:
+                assert EXECUTOR not in output(victim)[2]
     finally:
         pilot.cancel()
         for pid in pids.values():  # nothing may be left should an assertion fail
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_executor_step_holds_the_nodes_cpus_and_units_get_the_pilot_environment(env: PilotEnv) -> None:
+    """The executor's job step holds every CPU the job has on its node (not the one CPU of a
+    default step, which would confine all its units on a cluster that binds tasks), and its units
+    get the pilot's and their own environment."""
+    _pcs, pilot = start_pilot(env, 2, 2, environment={"FOO": "from-pilot"})
+    try:
+        units = [pilot.submit_compute_unit({
+            "executable": f"{WHERE}; echo $FOO/$BAR; scontrol show step $SLURM_JOB_ID.$SLURM_STEP_ID",
+            "environment": {"BAR": "from unit"}}) for _ in range(8)]
+        for unit in units:
+            assert unit.wait(timeout=60) == State.Done, unit.get_details()["reason"]
+        remote = [output(u) for u in units if EXECUTOR in output(u)[1]]
+        assert remote
+        for lines in remote:
+            assert lines[2] == "from-pilot/from unit"
+            assert "Tasks=1" in " ".join(lines) and "CPUs=2 " in " ".join(lines), lines
+    finally:
+        pilot.cancel()
