@@ -99,10 +99,9 @@ def test_qsub_refuses_as_cobalt_does(tmp_path: Path, cobalt: Path, argv: list[st
     assert fake_batch.jobs(cobalt) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="PSI/J's cobalt template puts '#COBALT --env' after a blank line, where "
-                   "Cobalt's qsub stops reading directives: pilot-psij must carry the environment itself")
 def test_pilot_environment_reaches_the_units(pilot_env: PilotEnv, cobalt: Path) -> None:
-    """The pilot's ``environment`` reaches its units on Cobalt, spaces included."""
+    """The pilot's ``environment`` reaches its units on Cobalt, spaces included (PSI/J's
+    ``#COBALT --env`` lines come after a blank line, where Cobalt's qsub stops reading)."""
     pilot = start(pilot_env, environment={"FOO": "bar baz"})
     try:
         assert unit_output(pilot, "echo $FOO") == ["bar", "baz"]
