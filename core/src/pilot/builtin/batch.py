@@ -183,7 +183,7 @@ class SrunLaunch:
     def node_argv(self, host: str, argv: Sequence[str]) -> list[str]:
         """One task running ``argv`` on ``host`` (the agent's node executors), stdin passed on.
         It gets every CPU the job holds on ``host`` (``--cpus-per-task``, which implies
-        ``--exact`` since SLURM 22.05), so the units it starts are not confined to one CPU where
+        ``--exact`` since SLURM 21.08), so the units it starts are not confined to one CPU where
         the cluster binds or confines tasks; ``--overlap`` lets the per-unit steps share them."""
         cpus = job_cpus(os.environ, host)
         return ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", *([f"--cpus-per-task={cpus}"] if cpus else []),
