@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pilot.binding import (
     HOLD_SECONDS,
@@ -33,8 +33,11 @@ from pilot.binding import (
 from pilot.lifecycle import refresh_pilot, release_orphans
 from pilot.log import get_logger
 from pilot.states import CLAIMABLE_STATE, State
-from pilot.store import Record
+from pilot.store import CoordinationStore, Record
 from pilot.transitions import change_units
+
+if TYPE_CHECKING:
+    from pilot.session import Session
 
 SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serves
 PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services
@@ -44,7 +47,7 @@ HELD = "_held_since"  # key of a claimed record: when this agent claimed it (mon
 class Claimer:
     """The claiming side of one agent."""
 
-    def __init__(self, session: Any, store: Any, pilot: Record, total_slots: int) -> None:
+    def __init__(self, session: Session, store: CoordinationStore, pilot: Record, total_slots: int) -> None:
         self.session, self.store = session, store
         self.pilot_id, self.pcs_id = pilot["id"], pilot.get("service_id")
         self.total = total_slots

@@ -6,13 +6,12 @@ store module (and redis-py) is imported when a ``redis://`` URL is first opened.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pilot.plugin import hookimpl
 from pilot.plugin.types import CoordinationStoreRecord
+from pilot.store import CoordinationStore
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str) -> CoordinationStore:
     """Open the Redis store at ``url`` (see ``pilot_redis.config`` for the URL form)."""
     from pilot_redis.store import RedisStore
 

@@ -6,13 +6,11 @@ asyncssh is loaded when the first backend is built.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pilot.plugin import hookimpl
-from pilot.plugin.types import DataBackendRecord
+from pilot.plugin.types import DataBackend, DataBackendRecord
 
 
-def _backend() -> Any:
+def _backend() -> DataBackend:
     from pilot_sftp.backend import SFTPBackend
 
     return SFTPBackend()

@@ -7,13 +7,11 @@ asyncssh is loaded when the first adaptor is built.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pilot.plugin import hookimpl
-from pilot.plugin.types import ResourceAdaptorRecord
+from pilot.plugin.types import ResourceAdaptor, ResourceAdaptorRecord
 
 
-def _adaptor(service_url: str) -> Any:
+def _adaptor(service_url: str) -> ResourceAdaptor:
     from pilot_ssh.adaptor import SSHAdaptor
 
     return SSHAdaptor(service_url)
