@@ -193,8 +193,9 @@ def test_placement_blocked_only_unconstrained_units_run(monkeypatch: pytest.Monk
                                                         blocked: bool) -> None:
     """Blocking ``placement`` removes the built-in policy, and no other answers
     ``pilot_place_unit``: agents still pull units without constraints from the queue, but a unit
-    with an affinity label (or input data) is placed by the policy alone, so it stays queued,
-    bound to no pilot, until a policy is installed. Loaded, the same unit runs."""
+    with an affinity label (or input data) could only be placed by a policy, so it fails at
+    submission with a reason naming the blocked plugin instead of waiting forever. Loaded, the
+    same unit runs."""
     if blocked:
         block(monkeypatch, "placement")
     pcs = PilotComputeService()
@@ -203,12 +204,12 @@ def test_placement_blocked_only_unconstrained_units_run(monkeypatch: pytest.Monk
     cds.add_pilot_compute_service(pcs)
     labelled = cds.submit_compute_unit({"executable": "/bin/true", "affinity_datacenter_label": "dc1"})
     plain = cds.submit_compute_unit({"executable": "/bin/true"})
-    # the labelled unit was queued first: the agent asked the policy about it before it pulled
-    # the plain one
     assert plain.wait(timeout=60) == State.Done
     if blocked:
-        assert labelled.get_state() == State.Pending
+        assert labelled.get_state() == State.Failed
         assert labelled.get_details()["pilot"] is None
+        assert "no placement policy" in labelled.get_details()["reason"]
+        assert "blocked by PILOT_DISABLE_PLUGINS: placement" in labelled.get_details()["reason"]
         assert "placement" not in pilot_env.session.plugins.plugin_names()
     else:
         assert labelled.wait(timeout=60) == State.Done

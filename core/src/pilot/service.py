@@ -218,7 +218,8 @@ class ComputeDataService(UrlIdentity):
     def submit_compute_units(self, compute_unit_descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription]
                              ) -> list[ComputeUnit]:
         """Queue many units in one store round trip. All are validated before any is queued; a
-        unit larger than every live pilot fails at once with the reason."""
+        unit larger than every live pilot, or one with placement constraints when no placement
+        policy is loaded, fails at once with the reason."""
         records = unit_records(compute_unit_descriptions, cds_id=self.id)
         store = self._store
         live = live_pilots(store, self.id)
@@ -228,6 +229,13 @@ class ComputeDataService(UrlIdentity):
                 if rec["slots"] > largest:
                     rec.update(state=State.Failed, finished=time.time(),
                                reason=f"needs {rec['slots']} slots; the largest pilot of the service has {largest}")
+        if not self._session.plugins.implementers("pilot_place_unit"):
+            for rec in records:
+                constrained = rec.get("datacenter") or rec.get("machine") or rec.get("input_data")
+                if constrained and rec["state"] != State.Failed:
+                    rec.update(state=State.Failed, finished=time.time(), reason=(
+                        "has an affinity label or input data, but no placement policy is loaded to place it"
+                        f"{self._session.plugins.blocked_hint()}"))
         store.insert_units(records)
         self._start_placer()
         self._wake.set()

@@ -127,6 +127,11 @@ class PluginManager:
         caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
         return [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
 
+    def blocked_hint(self) -> str:
+        """`` blocked by PILOT_DISABLE_PLUGINS: a, b`` when plugins are blocked, else empty: for
+        errors about something a blocked plugin may have provided."""
+        return f" blocked by {BLOCK_ENV}: {', '.join(sorted(self.blocked))}" if self.blocked else ""
+
     def plugin_names(self) -> list[str]:
         """Names of every registered plugin."""
         return sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None)  # None: blocked
@@ -182,7 +187,5 @@ class PluginManager:
             return table[key]
         except KeyError:
             known = ", ".join(sorted(table)) or "none"
-            hint = "is its plugin installed?"
-            if self.blocked:
-                hint = f"is its plugin installed? blocked by {BLOCK_ENV}: {', '.join(sorted(self.blocked))}"
-            raise PilotError(f"no {what} {key!r} (installed: {known}); {hint}", key=setting) from None
+            raise PilotError(f"no {what} {key!r} (installed: {known}); is its plugin installed?{self.blocked_hint()}",
+                             key=setting) from None
