@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,36 @@ def test_a_killed_executor_fails_its_unit_and_is_restarted_then_given_up(
         for pid in pids:  # nothing may be left should an assertion fail
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_connecting_executor_must_show_the_token(tmp_path: Path) -> None:
+    """An executor started through a launcher that passes no stdio (pbsdsh) connects back with
+    the token from a 0600 file of the sandbox: a connection without it is dropped, the real one
+    is served, and the token file is gone once it connected. (The launcher here is a script
+    that makes a stranger's connection first and then runs the executor on this host.)"""
+    from pilot.agent.remote import NodeExecutor
+
+    stranger = ("import socket, sys; host, port = sys.argv[1].rsplit(':', 1); "
+                "s = socket.create_connection((host, int(port))); s.sendall(b'not-the-token\\n'); "
+                "s.recv(1)")  # EOF: the agent hung up on it
+    seen: dict[str, int] = {}
+
+    def on_node(argv: list[str]) -> list[str]:
+        address, token_file = argv[argv.index("--connect") + 1], argv[argv.index("--token-file") + 1]
+        seen["mode"] = os.stat(token_file).st_mode & 0o777
+        script = f"{sys.executable} -c \"{stranger}\" {address} && exec \"$@\""
+        return ["/bin/sh", "-c", script, "sh", *argv]
+
+    executor = NodeExecutor("fake-node", on_node, stdio=False, token_dir=str(tmp_path))
+    try:
+        assert executor.usable(60), executor.lost
+        assert seen["mode"] == 0o600
+        assert not list(tmp_path.glob(".pilot-executor-*"))
+        unit = executor.start("u1", {"executable": "echo $PILOT_TEST_MARK"}, str(tmp_path / "u1"))
+        assert unit is not None
+        unit.wait_started()
+        assert unit.wait() == 0
+        assert (tmp_path / "u1" / "stdout.txt").read_text() == os.environ.get("PILOT_TEST_MARK", "") + "\n"
+    finally:
+        executor.close()
+        executor.finish(time.monotonic() + 10)

@@ -160,10 +160,15 @@ class NodeExecutor:
                 candidate, _addr = listener.accept()
                 candidate.settimeout(10.0)
                 reader = candidate.makefile("rb")  # the one reader: it may already hold the first events
-                if hmac.compare_digest(reader.readline(200).strip(), token.encode()):
+                try:
+                    shown = reader.readline(200).strip()
+                except OSError:  # silent for 10 s, or gone
+                    shown = b""
+                if shown and hmac.compare_digest(shown, token.encode()):
                     candidate.settimeout(None)
                     conn, events = candidate, reader
-                else:
+                else:  # not our executor: hang up (the reader holds the socket open too)
+                    reader.close()
                     candidate.close()
         except OSError as exc:  # timed out, or closed by _watch when the launcher ended first
             detail = f"launcher ended with code {proc.returncode}" if proc.poll() is not None else \
