@@ -111,7 +111,34 @@ class AdaptorConformance:
         assert str(pilot_record["id"]).encode() in cmdline, f"pid {pid} is not the agent of {pilot_record['id']}"
         os.kill(int(pid), signal.SIGKILL)
 
+    def unit_process_exists(self, host: str, pid: int, marker: str) -> bool | None:
+        """Whether the process ``pid`` a unit started on ``host`` (its command line holds
+        ``marker``) still runs; None where this test cannot tell. The default looks in /proc
+        when ``host`` is this host; override it where units run on other hosts."""
+        if host != socket.gethostname():
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return marker.encode() in cmdline and state not in (b"Z", b"X")
+
     # --- helpers ---------------------------------------------------------------------------
+    def sleeping_unit(self, pilot: PilotCompute, seconds: int) -> tuple[Any, str, int]:
+        """Submit a unit that records its host and pid, then sleeps ``seconds``; wait until it
+        runs. Returns the unit, its host and the pid of its sleep."""
+        unit = pilot.submit_compute_unit({"executable": f'echo "$(hostname) $$" > unit.pid; exec /bin/sleep {seconds}'})
+        wait_for(lambda: unit.get_state() == State.Running and _output(unit, "unit.pid").endswith("\n"),
+                 self.startup_timeout, "the unit to run")
+        host, pid = _output(unit, "unit.pid").split()
+        return unit, host, int(pid)
+
+    def wait_unit_process_gone(self, host: str, pid: int, seconds: int) -> None:
+        """Wait until the unit's sleep no longer runs (where this test can tell)."""
+        wait_for(lambda: not self.unit_process_exists(host, pid, f"sleep {seconds}"), self.end_timeout,
+                 f"the unit's process {pid} on {host} to end")
+
     def start_pilot(self, description: dict[str, Any], pcs: PilotComputeService | None = None) -> PilotCompute:
         """Create a pilot from ``description`` and wait until it is ``Running``."""
         pilot = (pcs or PilotComputeService()).create_pilot(description)
@@ -177,16 +204,17 @@ class AdaptorConformance:
         pilot.cancel()
 
     def test_cancel_ends_the_batch_job(self, pilot_description: dict[str, Any]) -> None:
-        """cancel() ends the pilot Canceled, its running unit Canceled, and the batch job goes."""
+        """cancel() ends the pilot Canceled, its running unit Canceled; the batch job and the
+        unit's process go."""
         pilot = self.start_pilot(pilot_description)
-        unit = pilot.submit_compute_unit({"executable": "/bin/sleep", "arguments": ["3271"]})
-        wait_for(lambda: unit.get_state() == State.Running, self.startup_timeout, "the unit to run")
+        unit, host, pid = self.sleeping_unit(pilot, 3271)
         native_id = pilot.get_details()["native_id"]
         assert self.native_job_exists(native_id)
         pilot.cancel()
         assert pilot.get_state() == State.Canceled
         assert unit.get_state() == State.Canceled
         self.wait_native_gone(native_id)
+        self.wait_unit_process_gone(host, pid, 3271)
         assert pilot.get_state() == State.Canceled  # final states never change
 
     def test_cancel_right_after_submission(self, pilot_description: dict[str, Any]) -> None:
@@ -245,18 +273,24 @@ class AdaptorConformance:
     def test_agent_killed_from_outside_fails_the_pilot(self, pilot_description: dict[str, Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
         """An agent killed from outside fails its pilot within the heartbeat timeout, with a
-        reason, and leaves no batch job behind."""
+        reason; its running unit fails with the same reason; neither the batch job nor the
+        unit's process is left behind."""
         monkeypatch.setenv("PILOT_HEARTBEAT_TIMEOUT", f"{self.heartbeat_timeout:g}")
         pcs = PilotComputeService()
         assert pcs.heartbeat_timeout == self.heartbeat_timeout
         pilot = self.start_pilot(pilot_description, pcs)
+        unit, host, pid = self.sleeping_unit(pilot, 3273)
         native_id = pilot.get_details()["native_id"]
         self.kill_agent(pilot._record())
         # the bound: the heartbeat timeout, plus the time the client's polls may take on a loaded host
         state = self.wait_final(pilot, self.heartbeat_timeout + max(5.0, self.heartbeat_timeout / 2))
         assert state == State.Failed
-        assert pilot.get_details()["reason"]
+        reason = pilot.get_details()["reason"]
+        assert reason
+        assert unit.get_state() == State.Failed
+        assert unit.get_details()["reason"] == reason
         self.wait_native_gone(native_id)
+        self.wait_unit_process_gone(host, pid, 3273)
 
     def test_reconnect_and_cancel_from_another_process(self, pilot_description: dict[str, Any],
                                                        tmp_path: Path) -> None:
