@@ -169,10 +169,7 @@ def qstat(args: list[str], load: Any) -> int:
         record = load(job_id)
         if record is None or record["state"] == "finished":
             continue  # Cobalt forgets a job once it ended
-        state = {"queued": "queued", "running": "running"}[record["state"]]
-        if record.get("canceled"):
-            state = "exiting"
-        rows.append((job_id, state))
+        rows.append((job_id, {"queued": "queued", "running": "running"}[record["state"]]))
     if ids and not rows:
         return 1
     for job_id, state in rows:
