@@ -26,7 +26,9 @@ Class attributes a subclass may change: ``startup_timeout`` (seconds to reach ``
 test), ``end_timeout`` (seconds for a batch job to leave the queue after its pilot ended) and
 ``walltime_minutes`` (the walltime of the walltime test: keep it as short as the agent and batch
 system honour). ``kill_agent(record)`` kills the agent from outside (default: SIGKILL to the
-pid the agent recorded, when it runs on this host).
+pid the agent recorded, when it runs on this host); ``unit_process_exists(host, pid, marker)``
+tells whether a unit's process still runs after cancel or a killed agent (default: /proc, when
+the unit ran on this host; None, "cannot tell", elsewhere).
 """
 
 from __future__ import annotations
