@@ -19,7 +19,7 @@ An adaptor's test module subclasses ``AdaptorConformance`` (under a name startin
 The tests drive the adaptor only through the public API (``PilotComputeService``,
 ``ComputeDataService``, ``get_details()``, reconnect by URL), the way users do: submit and reach
 ``Running``, run units, report the native id, cancel for real, a rejected submission, walltime,
-an agent killed from outside, and reconnect and cancel from another process.
+an agent killed from outside, a silent agent, and reconnect and cancel from another process.
 
 Class attributes a subclass may change: ``startup_timeout`` (seconds to reach ``Running``),
 ``heartbeat_timeout`` (seconds, set through ``PILOT_HEARTBEAT_TIMEOUT`` in the killed-agent
@@ -68,6 +68,26 @@ def _output(unit: Any, name: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _agent_pid(pilot_record: dict[str, Any]) -> int | None:
+    """The agent's pid when it runs on this host and is still the agent of this pilot."""
+    host, pid = pilot_record.get("agent_host"), pilot_record.get("agent_pid")
+    if host != socket.gethostname() or not pid:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return int(pid) if str(pilot_record["id"]).encode() in cmdline else None
+
+
+def _signal_agent(pilot_record: dict[str, Any], signum: int, method: str) -> None:
+    pid = _agent_pid(pilot_record)
+    if pid is None:
+        pytest.fail(f"the agent of {pilot_record['id']} does not run here ({pilot_record.get('agent_host')!r}, "
+                    f"pid {pilot_record.get('agent_pid')}): override {method} for this adaptor")
+    os.kill(pid, signum)
+
+
 class AdaptorConformance:
     """Behaviour every resource adaptor must show. Subclass it, give ``pilot_description``,
     ``rejected_description`` and ``native_job_exists``."""
@@ -106,12 +126,12 @@ class AdaptorConformance:
     def kill_agent(self, pilot_record: dict[str, Any]) -> None:
         """Kill the pilot's agent from outside, as the OOM killer or an admin would: SIGKILL to
         the pid the agent recorded in the store. Override it where the agent runs elsewhere."""
-        host, pid = pilot_record.get("agent_host"), pilot_record.get("agent_pid")
-        if host != socket.gethostname() or not pid:
-            pytest.fail(f"the agent runs on {host!r}, not here: override kill_agent for this adaptor")
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        assert str(pilot_record["id"]).encode() in cmdline, f"pid {pid} is not the agent of {pilot_record['id']}"
-        os.kill(int(pid), signal.SIGKILL)
+        _signal_agent(pilot_record, signal.SIGKILL, "kill_agent")
+
+    def freeze_agent(self, pilot_record: dict[str, Any]) -> None:
+        """Make the agent silent without ending it, as a hung node would: SIGSTOP to the pid the
+        agent recorded. Override it where the agent runs elsewhere (and end it afterwards)."""
+        _signal_agent(pilot_record, signal.SIGSTOP, "freeze_agent")
 
     def unit_process_exists(self, host: str, pid: int, marker: str) -> bool | None:
         """Whether the process ``pid`` a unit started on ``host`` (its command line holds
@@ -293,6 +313,29 @@ class AdaptorConformance:
         assert unit.get_details()["reason"] == reason
         self.wait_native_gone(native_id)
         self.wait_unit_process_gone(host, pid, 3273)
+
+    def test_silent_agent_fails_the_pilot_after_the_heartbeat_timeout(
+            self, pilot_description: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        """An agent that stops heartbeating while its batch job runs (a hung node) fails its
+        pilot after the heartbeat timeout, saying so; its batch job is canceled and its unit's
+        process ends."""
+        monkeypatch.setenv("PILOT_HEARTBEAT_TIMEOUT", f"{self.heartbeat_timeout:g}")
+        pilot = self.start_pilot(pilot_description, PilotComputeService())
+        unit, host, pid = self.sleeping_unit(pilot, 3274)
+        native_id, record = pilot.get_details()["native_id"], pilot._record()
+        self.freeze_agent(record)
+        try:
+            state = self.wait_final(pilot, self.heartbeat_timeout + max(5.0, self.heartbeat_timeout / 2))
+            reason = pilot.get_details()["reason"] or ""
+            assert state == State.Failed, reason
+            assert "heartbeat timeout" in reason
+            assert unit.get_state() == State.Failed
+            self.wait_native_gone(native_id)
+            self.wait_unit_process_gone(host, pid, 3274)
+        finally:
+            frozen = _agent_pid(record)
+            if frozen is not None:  # never leave a stopped agent behind, whatever the verdict
+                os.kill(frozen, signal.SIGKILL)
 
     def test_reconnect_and_cancel_from_another_process(self, pilot_description: dict[str, Any],
                                                        tmp_path: Path) -> None:
