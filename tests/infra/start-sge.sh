@@ -143,13 +143,16 @@ fi
 # --- 4. configuration (each piece applied only when it differs) --------------------------------
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 restart_execd=0
-# global: jobs of root and system users (min_uid/min_gid 1000 by default), accounting written at
-# once (qacct tells Done from Failed right after a job ends), load reports every 5 s
+# global: jobs of root and system users (min_uid/min_gid 1000 by default); a job's end or qdel
+# kills every process of the job, also those in their own process group or session (the agent's
+# units), found by the job's additional group id (ENABLE_ADDGRP_KILL); accounting written at
+# once (qacct tells Done from Failed right after a job ends); load reports every 5 s
 conf_ok() { qconf -sconf global | tr -s ' ' | awk '/^min_uid 0$/{n++} /^min_gid 0$/{n++} /^load_report_time 00:00:05$/{n++}
-  /accounting_flush_time=00:00:00/{n++} END{exit n != 4}'; }
+  /^execd_params ENABLE_ADDGRP_KILL=TRUE$/{n++} /accounting_flush_time=00:00:00/{n++} END{exit n != 5}'; }
 if ! conf_ok; then
   qconf -sconf global | grep -v '^#' | sed -e ':a' -e '/\\$/N; s/\\\n */ /; ta' | sed -E \
     -e 's/^(min_uid|min_gid)( +).*/\1\20/' -e 's/^(load_report_time +).*/\100:00:05/' \
+    -e 's/^(execd_params +).*/\1ENABLE_ADDGRP_KILL=TRUE/' \
     -e 's/^(reporting_params +).*/\1accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00/' \
     > "$TMP/global"   # the file's name is the configuration's name
   run qconf -Mconf "$TMP/global"

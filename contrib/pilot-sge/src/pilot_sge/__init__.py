@@ -1,9 +1,5 @@
-"""pilot-sge: pilots on Grid Engine (Son of Grid Engine, Open Grid Scheduler, Debian's gridengine).
-
-Registered through the entry point group ``pilot`` (name ``sge``); ``sge://localhost`` then
-submits pilots with this host's ``qsub``. Written against the public plugin API only. Importing
-this module does no work.
-"""
+"""pilot-sge: pilots on Grid Engine through this host's ``qsub`` (``sge://localhost``), on the
+public plugin API only. Entry point group ``pilot``, name ``sge``. Importing it does no work."""
 
 from __future__ import annotations
 

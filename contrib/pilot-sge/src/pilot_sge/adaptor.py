@@ -2,7 +2,7 @@
 
 **submit** writes ``<sandbox>/pilot-job.sh`` (0700: it holds environment values), which sets this
 process's umask, enters the sandbox, exports the description's environment, this process's
-``PILOT_*`` and ``PATH``, runs the site's pre-commands and ``exec``s the agent. ``qsub -b y`` runs
+``PILOT_*`` and ``PATH``, runs the site's pre-commands and then the agent. ``qsub -b y`` runs
 it from there, so its values never reach Grid Engine's spool or ``qstat -j``. The native id is the
 job number. **status** reads ``qstat``, then ``qacct`` once the job has left it. **cancel** is
 ``qdel``. The description's mapping and the ``extra`` keys are in the README.
@@ -16,7 +16,6 @@ import re
 import shlex
 import socket
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,16 @@ SCRIPT = "pilot-job.sh"
 _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNNING = set("rtR")  # qstat state letters of a started job (r running, t transferring, R restarted)
+# The agent leads its own session. qdel's notice (SIGUSR2, with qsub -notify) makes it drain, even
+# when it was stopped; when it ends, even killed, nothing it started outlives the job (a root
+# job's units escape Grid Engine's own kill, which spares root processes).
+_RUN_AGENT = """trap 'kill -TERM "$agent"; kill -CONT "$agent"' USR2 TERM
+{argv} &
+agent=$!
+while :; do wait "$agent"; rc=$?; kill -0 "$agent" 2>/dev/null || break; done
+pkill -KILL -s "$agent" 2>/dev/null
+exit "$rc"
+"""
 
 
 def run(argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -66,8 +75,8 @@ def current_umask() -> str | None:
 
 
 def job_script(request: PilotJobRequest, argv: Sequence[str], environ: Mapping[str, str]) -> str:
-    """The job script: this process's umask, every value shell-quoted, the agent ``exec``ed (it
-    is the job's process)."""
+    """The job script: this process's umask, every value shell-quoted, the agent run by
+    ``_RUN_AGENT``."""
     env = {k: v for k, v in environ.items() if k.startswith("PILOT_") or k == "PATH"}
     env.update(request.environment)
     bad = [name for name in env if not _NAME.match(name)]
@@ -77,8 +86,8 @@ def job_script(request: PilotJobRequest, argv: Sequence[str], environ: Mapping[s
     lines = ["#!/bin/sh", "# written by pilot-sge: the pilot's Grid Engine job", *([f"umask {mask}"] if mask else []),
              f"cd -- {shlex.quote(str(request.sandbox))} || exit 1",
              *(f"export {name}={shlex.quote(value)}" for name, value in env.items()),
-             *request.pre_commands, f"exec {shlex.join(argv)}"]
-    return "\n".join(lines) + "\n"
+             *request.pre_commands, _RUN_AGENT.format(argv=shlex.join(argv))]
+    return "\n".join(lines)
 
 
 def qsub_argv(request: PilotJobRequest, script: str) -> tuple[list[str], list[str]]:
@@ -91,7 +100,8 @@ def qsub_argv(request: PilotJobRequest, script: str) -> tuple[list[str], list[st
                          f"{', '.join(EXTRA_KEYS)})", key=unknown[0])
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.pilot_id)
     log = str(request.sandbox / "agent.log")  # the agent's output and errors, as with the fork adaptor
-    argv = ["qsub", "-terse", "-b", "y", "-shell", "no", "-N", name, "-wd", str(request.sandbox), "-o", log, "-j", "y"]
+    argv = ["qsub", "-terse", "-notify", "-b", "y", "-shell", "no", "-N", name, "-wd", str(request.sandbox), "-o", log,
+            "-j", "y"]
     agent = list(request.agent_argv)
     if desc.walltime:
         argv += ["-l", f"h_rt={math.ceil(desc.walltime) * 60}"]
@@ -116,8 +126,6 @@ class SgeAdaptor:
         if host not in _LOCAL_NAMES and host not in (socket.gethostname(), socket.getfqdn()):
             raise PilotError(f"sge:// pilots are submitted with this host's qsub; use sge://localhost on a "
                              f"submit host of the cluster, not {host!r}", key="service_url")
-        self._ended: dict[str, NativeStatus] = {}  # job number -> its final status (qacct is slow)
-        self._lock = threading.Lock()
 
     def submit(self, request: PilotJobRequest) -> str:
         """Write the job script and ``qsub`` it; return the job number. ``PilotError`` carries
@@ -138,9 +146,6 @@ class SgeAdaptor:
     def status(self, native_id: str) -> NativeStatus:
         """``Pending``/``Running`` from qstat's state letters; ``Failed`` for a job in error
         (with Grid Engine's reason); ``Done``/``Failed`` from qacct once the job has left."""
-        with self._lock:
-            if native_id in self._ended:
-                return self._ended[native_id]
         listing = run(["qstat", "-u", "*"])
         if listing.returncode != 0:
             raise PilotError(f"qstat failed: {one_line(listing.stderr) or listing.returncode}")
@@ -168,14 +173,10 @@ class SgeAdaptor:
             return NativeStatus(State.Unknown, f"Grid Engine job {native_id} left the queue; no accounting "
                                                f"record (yet): {one_line(result.stderr) or 'qacct found none'}")
         failed, code = values["failed"], values.get("exit_status", "?")
-        if failed.split(" ")[0] == "0" and code.split(" ")[0] == "0":
-            status = NativeStatus(State.Done)
-        else:
-            status = NativeStatus(State.Failed, f"Grid Engine job {native_id} ended with exit status {code}"
-                                                + ("" if failed == "0" else f", failed {failed}"))
-        with self._lock:
-            self._ended[native_id] = status
-        return status
+        if failed == "0" and code.split(" ")[0] == "0":
+            return NativeStatus(State.Done)
+        return NativeStatus(State.Failed, f"Grid Engine job {native_id} ended with exit status {code}"
+                                          + ("" if failed == "0" else f", failed {failed}"))
 
     def cancel(self, native_id: str) -> None:
         """``qdel`` the job; a job Grid Engine no longer knows is not an error."""
