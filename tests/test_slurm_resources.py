@@ -87,6 +87,6 @@ def test_mpiexec_pbsdsh_blaunch(tmp_path: Path) -> None:
     assert Path(mpi[4]).read_text() == "c1\nc2\n"
     assert (tmp_path / "hostfile").read_text() == "the user's own\n"
     remote = LaunchRequest("echo 'a b' > out", ("c2",), tmp_path, 1, False)
-    assert launch("pbsdsh", remote) == ["pbsdsh", "-h", "c2", "--", "/bin/sh", "-c", 'cd "$1" && exec /bin/sh -c "$2"',
-                                        "sh", str(tmp_path), "echo 'a b' > out"]
+    assert launch("pbsdsh", remote) == ["pbsdsh", "-o", "-h", "c2", "--", "/bin/sh", "-c",
+                                        'cd "$1" && exec /bin/sh -c "$2"', "sh", str(tmp_path), "echo 'a b' > out"]
     assert launch("blaunch", remote)[:2] == ["blaunch", "c2"]

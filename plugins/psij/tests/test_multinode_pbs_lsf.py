@@ -25,7 +25,7 @@ from pilot.testing.fixtures import PilotEnv
 NODES = ("fake-node-2", "fake-node-3")
 EXECUTOR = "pilot.agent.executor"
 # where the unit ran, what environment it got, and its parent's command line
-WHERE = ('echo "host=$FAKE_BATCH_HOST"; echo "env=$FOO/$BAR"; echo "pid=$$"; '
+WHERE = ('echo "host=$FAKE_BATCH_HOST"; echo "env=$FOO/$BAR"; echo "secret=${PILOT_TEST_PASSWORD:-}"; echo "pid=$$"; '
          "echo \"parent=$(tr '\\0' ' ' </proc/$PPID/cmdline)\"")
 
 
@@ -43,7 +43,8 @@ def fake(pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
 def start(pilot_env: PilotEnv, scheme: str, slots: int) -> Any:
     pilot = PilotComputeService().create_pilot({
         "service_url": f"{scheme}://localhost", "number_of_processes": slots, "walltime": 10,
-        "environment": {"FOO": "from-pilot"}, "working_directory": str(pilot_env.work)})
+        "environment": {"FOO": "from-pilot", "PILOT_TEST_PASSWORD": "agent-only"},
+        "working_directory": str(pilot_env.work)})
     state = wait_for(lambda: (s := pilot.get_state()) != State.Pending and s, 60, "the pilot to start")
     assert state == State.Running, pilot.get_details()["reason"]
     assert sorted(pilot.get_details()["hosts"]) == sorted([socket.gethostname(), *NODES])
@@ -72,7 +73,8 @@ def parent_of(pid: int) -> int:
 def test_units_reach_every_node_through_executors_with_their_environment(pilot_env: PilotEnv, fake: Path,
                                                                          scheme: str) -> None:
     """Units run on all three nodes; on the other two as children of that node's executor, with
-    the pilot's and the unit's environment (pbsdsh passes neither on by itself)."""
+    the pilot's and the unit's environment (pbsdsh passes neither on by itself), less the
+    agent's own secrets (``PILOT_*PASSWORD*``)."""
     pilot = start(pilot_env, scheme, 3)
     try:
         units = [pilot.submit_compute_unit({"executable": f"{WHERE}; sleep 0.2",
@@ -85,6 +87,8 @@ def test_units_reach_every_node_through_executors_with_their_environment(pilot_e
             host = got["host"] or socket.gethostname()
             assert unit.get_details()["host"] == host
             assert got["env"] == "from-pilot/from unit"
+            if host in NODES:  # the agent's own secrets do not travel to executors
+                assert got["secret"] == ""
             seen.setdefault(host, set()).add("executor" if EXECUTOR in got["parent"] else got["parent"])
         assert set(seen) == {socket.gethostname(), *NODES}
         for node in NODES:
@@ -104,7 +108,7 @@ def test_a_killed_executor_fails_its_unit_and_is_restarted_then_given_up(
     pids: list[int] = []
     try:
         busy = [pilot.submit_compute_unit({"executable": f"{WHERE}; exec sleep 287"}) for _ in range(3)]
-        wait_for(lambda: all(len(report(u)) == 4 for u in busy), 60, "the units to run")
+        wait_for(lambda: all(len(report(u)) == 5 for u in busy), 60, "the units to run")
         pids = [int(report(u)["pid"]) for u in busy]
         victim = next(u for u in busy if report(u)["host"] == NODES[0])
         others = [u for u in busy if u is not victim]
@@ -116,7 +120,7 @@ def test_a_killed_executor_fails_its_unit_and_is_restarted_then_given_up(
             assert not alive(int(report(victim)["pid"]))  # killed before the unit was called Failed
             assert all(u.get_state() == State.Running for u in others)
             victim = pilot.submit_compute_unit({"executable": f"{WHERE}; exec sleep 287"})  # only that slot is free
-            wait_for(lambda unit=victim: len(report(unit)) == 4, 60, "the next unit on the node")
+            wait_for(lambda unit=victim: len(report(unit)) == 5, 60, "the next unit on the node")
             pids.append(int(report(victim)["pid"]))
             assert report(victim)["host"] == NODES[0]
             if round_number == 1:

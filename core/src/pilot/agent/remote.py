@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -34,6 +35,7 @@ from typing import IO, Any, Protocol
 
 from pilot.agent.units import StartError, exit_reason
 
+_AGENT_SECRET = re.compile(r"^PILOT_\w*(PASSWORD|SECRET|TOKEN)")
 READY_TIMEOUT = 60.0  # seconds a slot worker waits for a new executor before falling back
 EXECUTOR_ARGV = (sys.executable, "-m", "pilot.agent.executor")
 
@@ -199,8 +201,11 @@ class NodeExecutor:
             listener.close()
 
     def _send_environ(self) -> None:
-        """The agent's environment, for the executor's units."""
-        self.send({"op": "environ", "environ": dict(os.environ)})
+        """The agent's environment, for the executor's units, without the agent's own secrets
+        (``PILOT_*PASSWORD*``: units never need the store's password, and a ``pbsdsh``
+        executor's connection is plain TCP inside the cluster)."""
+        environ = {k: v for k, v in os.environ.items() if not _AGENT_SECRET.match(k)}
+        self.send({"op": "environ", "environ": environ})
 
     def _shutdown(self) -> None:
         """End the connection (the executor then stops, as at the end of its stdin)."""
