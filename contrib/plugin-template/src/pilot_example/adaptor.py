@@ -78,6 +78,7 @@ class ExampleAdaptor:
             return  # the pid belongs to another process now: the job and its session ended long ago
         if now == started:
             _kill([pid], signal.SIGTERM)  # the agent ends its units and records the pilot
+            _kill([pid], signal.SIGCONT)  # a stopped (hung) agent gets the SIGTERM too
             deadline = time.monotonic() + GRACE
             while start_time(pid) == started and time.monotonic() < deadline:
                 time.sleep(0.05)
