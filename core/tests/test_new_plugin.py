@@ -194,4 +194,4 @@ def test_the_guide_shows_what_new_plugin_prints_and_the_suites_defaults() -> Non
     for attribute, default in (("startup_timeout", 120), ("heartbeat_timeout", 10), ("end_timeout", 60),
                                ("walltime_minutes", 0.1)):
         assert getattr(AdaptorConformance, attribute) == default
-        assert re.search(rf"`{attribute}` \([^)]*?default {default:g}[:;)]", guide), attribute
+        assert re.search(rf"`{attribute}`\s+\([^)]*?default {default:g}[:;)]", guide), attribute
