@@ -1,4 +1,5 @@
-"""sge:// pilots run the adaptor conformance suite against a real Grid Engine."""
+"""sge:// pilots run the adaptor conformance suite against a real Grid Engine (stamped by
+``pilot new-plugin sge --kind adaptor``, then pointed at the queue and at ``qstat``)."""
 
 from __future__ import annotations
 
