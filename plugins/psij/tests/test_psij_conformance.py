@@ -52,8 +52,8 @@ class TestPbsConformance(FakeBatchConformance):
         """FAKE ``qstat``: the job is known and not finished (F)."""
         out = subprocess.run(["qstat", "-f", "-F", "json", "-x", native_id], capture_output=True, text=True,
                              check=False, timeout=30).stdout
-        job = json.loads(out)["Jobs"].get(native_id) if out.strip() else None
-        return bool(job) and job["job_state"] != "F"
+        job: dict[str, Any] = json.loads(out)["Jobs"].get(native_id) or {} if out.strip() else {}
+        return bool(job.get("job_state", "F") != "F")
 
 
 class TestLsfConformance(FakeBatchConformance):
@@ -105,6 +105,6 @@ def test_cobalt_pilot_environment_goes_through_a_private_pre_launch_script(
     wait_for(lambda: pilot.get_state() != State.Pending, 60, "the pilot to start")
     unit = pilot.submit_compute_unit({"executable": "echo \"$FOO\""})
     assert unit.wait(timeout=30) == State.Done, unit.get_details()["reason"]
-    assert (Path(unit.get_local_working_directory()) / "stdout.txt").read_text() == "bar 'baz'\n"
+    assert (Path(unit.get_local_working_directory() or "") / "stdout.txt").read_text() == "bar 'baz'\n"
     assert (Path(pilot.get_details()["sandbox"]) / "pre_launch.sh").stat().st_mode & 0o777 == 0o600
     pilot.cancel()
