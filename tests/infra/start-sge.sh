@@ -106,19 +106,25 @@ else
 fi
 [ -f "$COMMON/bootstrap" ] || die "$COMMON/bootstrap missing: the cluster was not initialised (purge the packages and rerun)"
 
-# Grid Engine's own name for this host, and the name its address resolves back to (both without
-# host_aliases applied)
+# Grid Engine's own name for this host, and the names its address resolves back to (without
+# host_aliases applied). A loopback address (127.0.1.1, say) is reached from 127.0.0.1, so that
+# address's name ("localhost") must mean this host too.
 ME=$("$UTIL/gethostname" -name 2>/dev/null || true)
 [ -n "$ME" ] || ME=$HOST
 ADDR=$(getent hosts "$ME" | awk '{print $1; exit}')
-BACK=$("$UTIL/gethostbyaddr" -name "$ADDR" 2>/dev/null || true)
+case "$ADDR" in 127.*) addrs="$ADDR 127.0.0.1" ;; *) addrs=$ADDR ;; esac
+BACK=""
+for a in $addrs; do
+  n=$("$UTIL/gethostbyaddr" -name "$a" 2>/dev/null || true)
+  case " $ME $BACK " in *" $n "*) ;; *) [ -n "$n" ] && BACK="${BACK:+$BACK }$n" ;; esac
+done
 changed=0
 write_if_different() {  # file content -> writes it (sgeadmin-owned) when different; sets changed=1
   if [ "$(cat "$1" 2>/dev/null || true)" != "$2" ]; then
     printf '%s\n' "$2" > "$1"; chown sgeadmin:sgeadmin "$1"; chmod 644 "$1"; changed=1
   fi
 }
-if [ -n "$BACK" ] && [ "$BACK" != "$ME" ]; then
+if [ -n "$BACK" ]; then
   write_if_different "$COMMON/host_aliases" "$ME $BACK"
 else
   [ -e "$COMMON/host_aliases" ] && { rm -f "$COMMON/host_aliases"; changed=1; }
@@ -128,7 +134,7 @@ write_if_different "$COMMON/act_qmaster" "$ME"
 # --- 3. qmaster ------------------------------------------------------------------------------------
 install -d -o sgeadmin -g sgeadmin /run/gridengine
 if [ "$changed" = 1 ] && [ -n "$(pid_of "$QMASTER_PID" sge_qmaster)" ]; then
-  stop_all; note "host names changed ($ME${BACK:+, its address resolves to $BACK}): restarting"
+  stop_all; note "host names changed ($ME${BACK:+, also known as $BACK}): restarting"
 fi
 if ! qmaster_up; then
   stop_pidfile "$QMASTER_PID" sge_qmaster   # one that runs but does not answer
