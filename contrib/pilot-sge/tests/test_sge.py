@@ -116,3 +116,16 @@ def test_status_follows_a_job_to_its_end(pilot_env: PilotEnv, sge_queue: str, co
     assert (f"exit status {code}" in status.message) == (code != 0)
     assert (sandbox / "agent.log").read_text() == f"ran {code} 0027\n"
     adaptor.cancel(job)  # gone already: not an error
+
+
+def test_a_job_grid_engine_cannot_start_fails_the_pilot_with_its_reason(description: dict[str, Any]) -> None:
+    """A job in error state (Eqw: here its working directory does not exist on the execution
+    host) fails the pilot with Grid Engine's error reason, and the job is deleted."""
+    pilot = PilotComputeService().create_pilot({**description, "extra": {"qsub_args": ["-wd", "/nonexistent/wd"]}})
+    native_id = pilot.get_details()["native_id"]
+    wait_for(lambda: pilot.get_state().is_final, 60, "the pilot to fail")
+    assert pilot.get_state() == State.Failed
+    reason = pilot.get_details()["reason"]
+    assert f"Grid Engine job {native_id} is in error state" in reason
+    assert "/nonexistent/wd" in reason
+    wait_for(lambda: not qstat_job(native_id), 60, f"job {native_id} to be deleted")
