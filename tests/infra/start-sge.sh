@@ -170,6 +170,11 @@ qconf -ssconf > "$TMP/sconf"
 sed -E -e 's/^(schedule_interval +).*/\10:0:1/' -e 's/^(flush_submit_sec +).*/\11/' \
   -e 's/^(flush_finish_sec +).*/\11/' "$TMP/sconf" > "$TMP/sched"
 cmp -s "$TMP/sconf" "$TMP/sched" || { run qconf -Msconf "$TMP/sched"; note "scheduler updated"; }
+# root (and the user who ran sudo) may manage the cluster
+qconf -sm 2>/dev/null | grep -qx root || run qconf -am root
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+  qconf -sm 2>/dev/null | grep -qx "$SUDO_USER" || run qconf -am "$SUDO_USER"
+fi
 # this host: admin, submit and execution host
 qconf -sh 2>/dev/null | grep -qx "$ME" || run qconf -ah "$ME"
 qconf -ss 2>/dev/null | grep -qx "$ME" || run qconf -as "$ME"
