@@ -24,7 +24,8 @@ CONTRIB_TEMPLATE = REPO / "contrib" / "plugin-template"
 LEFT_BY_TOOLS = ("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "build", "dist")
 #: What a stamped plugin may import of pilot-core: its public API, never a built-in plugin's module.
 PUBLIC_MODULES = {"pilot", "pilot.errors", "pilot.states", "pilot.plugin", "pilot.plugin.types",
-                  "pilot.plugin.manager", "pilot.session", "pilot.store", "pilot.testing.fixtures",
+                  "pilot.plugin.manager", "pilot.session", "pilot.store", "pilot.commandline", "pilot.files",
+                  "pilot.testing.fixtures",
                   "pilot.testing.adaptor_conformance", "pilot.testing.data_conformance",
                   "pilot.testing.store_conformance"}
 REGISTERED_AS = {"adaptor": "resource adaptors", "backend": "data backends", "store": "coordination stores"}
