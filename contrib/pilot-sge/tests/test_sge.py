@@ -62,11 +62,11 @@ def test_an_unknown_extra_key_fails_the_pilot_naming_it(pilot_env: PilotEnv) -> 
 
 def test_description_keys_become_qsub_options(description: dict[str, Any]) -> None:
     pcs = PilotComputeService()
-    pilot = running_pilot(pcs, {**description, "number_of_processes": 3, "walltime": 1.5,
+    pilot = running_pilot(pcs, {**description, "number_of_processes": 2, "walltime": 1.5,
                                 "extra": {"pe": "smp", "qsub_args": ["-A", "pilot-sge-test"]}})
     job = qstat_job(pilot.get_details()["native_id"])
     assert "h_rt=120" in job  # 1.5 minutes, rounded up to whole minutes
-    assert "parallel environment:  smp range: 3" in job
+    assert "parallel environment:  smp range: 2" in job
     assert f"hard_queue_list:            {description['queue']}" in job
     assert "account:                    pilot-sge-test" in job
     pilot.cancel()
