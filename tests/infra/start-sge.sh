@@ -48,7 +48,6 @@ pid_of() {  # pidfile comm -> prints the PID when that daemon runs
   local pid; pid=$(cat "$1" 2>/dev/null || true)
   if [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; then echo "$pid"; fi
 }
-execd_pidfiles() { ls "$EXECD_SPOOL"/*/execd.pid 2>/dev/null || true; }
 stop_pids() {  # comm pidfile...: TERM them all, wait up to 20 s (qmaster's controlled shutdown
   local comm=$1 pf pid pids=""; shift                       # takes ~5 s), then KILL what is left
   for pf in "$@"; do
@@ -63,7 +62,8 @@ stop_pids() {  # comm pidfile...: TERM them all, wait up to 20 s (qmaster's cont
 }
 stop_pidfile() { stop_pids "$2" "$1"; }
 stop_all() {  # both at once: each takes seconds to stop
-  stop_pids sge_execd $(execd_pidfiles) & stop_pids sge_qmaster "$QMASTER_PID"; wait
+  # the execd's spool directory is named as it resolves itself ("localhost" here): all of them
+  stop_pids sge_execd "$EXECD_SPOOL"/*/execd.pid & stop_pids sge_qmaster "$QMASTER_PID"; wait
 }
 run() { local out; out=$("$@" 2>&1) || die "$* failed: $out"; }   # quiet unless it fails
 qmaster_up() { [ -n "$(pid_of "$QMASTER_PID" sge_qmaster)" ] && qconf -sh >/dev/null 2>&1; }
@@ -260,9 +260,8 @@ elif ! cmp -s <(qconf -sq "$QUEUE" | tr -s ' ') <(tr -s ' ' < "$TMP/$QUEUE"); th
 fi
 
 # --- 5. execd ------------------------------------------------------------------------------------
-# (its spool directory is named as the execd resolves itself: "localhost" here, so look at them all)
-execd_pid() { local pf; for pf in $(execd_pidfiles); do pid_of "$pf" sge_execd; done | head -n 1; }
-if [ "$restart_execd" = 1 ]; then for pf in $(execd_pidfiles); do stop_pidfile "$pf" sge_execd; done; fi
+execd_pid() { local pf; for pf in "$EXECD_SPOOL"/*/execd.pid; do pid_of "$pf" sge_execd; done | head -n 1; }
+if [ "$restart_execd" = 1 ]; then stop_pids sge_execd "$EXECD_SPOOL"/*/execd.pid; fi
 if [ -z "$(execd_pid)" ]; then
   run /usr/sbin/sge_execd
   for _ in $(seq 1 50); do [ -n "$(execd_pid)" ] && break; sleep 0.1; done
