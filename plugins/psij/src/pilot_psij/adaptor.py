@@ -87,7 +87,7 @@ _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 #: Batch command errors that no retry can fix (bad partition, no permission, finished job ...).
 _PERMANENT = re.compile(
     r"invalid|not (?:allowed|permitted|authori[sz]ed|found)|denied|unrecognized|unknown|exceed|already|"
-    r"has finished|no matching|no such|illegal|usage:|requested node configuration is not available",
+    r"has finished|no matching|no such|does not exist|illegal|usage:|requested node configuration is not available",
     re.IGNORECASE)
 #: Messages PSI/J's poll thread gives jobs when the status command itself failed.
 _POLL_FAILURE = ("Failed to poll for job status", "Error updating job statuses", "Failed to update job status")
