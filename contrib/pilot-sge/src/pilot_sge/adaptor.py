@@ -30,7 +30,7 @@ DEFAULT_PE = "smp"
 SCRIPT = "pilot-job.sh"
 _LOCAL_NAMES = {"", "localhost", "127.0.0.1", "::1"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RUNNING = set("rtR")  # qstat state letters of a started job (r running, t transferring, R restarted)
+_RUNNING = set("rt")  # qstat state letters of a started job: running, transferring ("Rq": requeued, pending)
 # The agent leads its own session. qdel's notice (SIGUSR2, with qsub -notify) makes it drain, even
 # when it was stopped; when it ends, even killed, nothing it started outlives the job (a root
 # job's units escape Grid Engine's own kill, which spares root processes).
