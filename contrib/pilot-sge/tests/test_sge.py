@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pilot_sge import SgeAdaptor
 
 from pilot import ComputeDataService, PilotComputeService, State
 from pilot.descriptions import PilotComputeDescription
@@ -19,6 +18,7 @@ from pilot.plugin.manager import PluginManager
 from pilot.plugin.types import PilotJobRequest
 from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
+from pilot_sge import SgeAdaptor
 
 NASTY = "it's \"quoted\" $(touch /tmp/pilot-sge-injected) `id` $HOME ; exit 7 \\ end"
 

@@ -14,9 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pilot_ssh import scripts
-from pilot_ssh.adaptor import SSHAdaptor, agent_python, forwarded_environment
-from pilot_ssh.connection import Connections, Target, parse_service_url
 
 from pilot import PilotComputeService, PilotError, State
 from pilot.descriptions import PilotComputeDescription
@@ -24,6 +21,9 @@ from pilot.plugin.manager import PluginManager
 from pilot.plugin.types import PilotJobRequest
 from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
+from pilot_ssh import scripts
+from pilot_ssh.adaptor import SSHAdaptor, agent_python, forwarded_environment
+from pilot_ssh.connection import Connections, Target, parse_service_url
 
 
 def test_the_plugin_registers_the_ssh_scheme() -> None:
