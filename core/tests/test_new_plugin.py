@@ -188,7 +188,7 @@ def test_the_guide_quotes_real_code() -> None:
 def test_the_guide_shows_what_new_plugin_prints_and_the_suites_defaults() -> None:
     guide = GUIDE.read_text()
     printed = scaffold.next_steps("sge", "adaptor", Path("pilot-sge"))
-    core = scaffold._core_checkout()
+    core = scaffold.core_checkout()
     if core is not None:
         printed = printed.replace(str(core), "/path/to/pilot/core")
     assert f"$ pilot new-plugin sge --kind adaptor\n{printed}```" in guide

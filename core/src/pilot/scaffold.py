@@ -27,8 +27,8 @@ SUFFIX = ".tmpl"
 NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 MAX_NAME = 40
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-#: Names taken by the core's own distribution and packages.
-RESERVED = frozenset({"core", "testing", "plugin", "builtin", "agent", "example-template"})
+#: Names that would collide with pilot-core itself (its distribution is pilot-core).
+RESERVED = frozenset({"core"})
 
 
 def builtin_names() -> frozenset[str]:
@@ -42,7 +42,7 @@ def builtin_names() -> frozenset[str]:
                       *manager.launch_methods})
 
 
-def check_name(name: str, taken: frozenset[str] | None = None) -> str:
+def check_name(name: str) -> str:
     """``name`` if it can name a plugin (URL scheme, entry point, ``pilot-<name>``,
     ``pilot_<name>``); ``PilotError`` saying why not otherwise."""
     rule = ("lower-case letters, digits and single hyphens, starting with a letter; it becomes the "
@@ -54,7 +54,7 @@ def check_name(name: str, taken: frozenset[str] | None = None) -> str:
     if name.startswith("pilot-") or name == "pilot":
         raise PilotError(f"invalid plugin name {name!r}: leave out the 'pilot-' prefix (the distribution "
                          f"is named pilot-<name> for you)", key="name")
-    if name in RESERVED or name in (builtin_names() if taken is None else taken):
+    if name in RESERVED or name in builtin_names():
         raise PilotError(f"plugin name {name!r} is taken by pilot-core (a built-in plugin, scheme or "
                          f"launch method); choose another", key="name")
     return name
@@ -137,7 +137,7 @@ def stamp(name: str, kind: str, directory: Path) -> list[Path]:
 def next_steps(name: str, kind: str, directory: Path) -> str:
     """What to do after stamping (printed by ``pilot new-plugin``)."""
     values = values_for(name, kind)
-    core = _core_checkout()
+    core = core_checkout()
     tox = f'{CORE_REQUIREMENT_ENV}="-e {core}" tox' if core else "tox"
     return "\n".join([
         f"wrote {values['dist']}, the {name}:// {WHAT[kind]}, in {directory}",
@@ -150,7 +150,7 @@ def next_steps(name: str, kind: str, directory: Path) -> str:
     ]) + "\n"
 
 
-def _core_checkout() -> Path | None:
+def core_checkout() -> Path | None:
     """The source directory of pilot-core when it is installed from a checkout (editable)."""
     here = Path(__file__).resolve().parents[2]  # core/src/pilot/scaffold.py -> core/
     return here if (here / "pyproject.toml").is_file() and (here / "src" / "pilot").is_dir() else None
