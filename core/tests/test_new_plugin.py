@@ -16,6 +16,8 @@ import pytest
 
 from pilot import scaffold
 from pilot.cli import main
+from pilot.errors import PilotError
+from pilot.plugin.manager import PluginManager
 from pilot.testing.adaptor_conformance import AdaptorConformance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,3 +198,9 @@ def test_the_guide_shows_what_new_plugin_prints_and_the_suites_defaults() -> Non
                                ("walltime_minutes", 0.1)):
         assert getattr(AdaptorConformance, attribute) == default
         assert re.search(rf"`{attribute}`\s+\([^)]*?default {default:g}[:;)]", guide), attribute
+
+
+def test_the_guide_quotes_the_error_of_a_blocked_plugin() -> None:
+    with pytest.raises(PilotError) as refused:
+        PluginManager(blocked={"fork"}, entry_points=False).adaptor_for("fork")
+    assert f"```\n{refused.value}\n```" in GUIDE.read_text()
