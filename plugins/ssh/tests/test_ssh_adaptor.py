@@ -19,6 +19,7 @@ from pilot import PilotComputeService, PilotError, State
 from pilot.descriptions import PilotComputeDescription
 from pilot.plugin.manager import PluginManager
 from pilot.plugin.types import PilotJobRequest
+from pilot.procs import session_members
 from pilot.testing import wait_for
 from pilot.testing.fixtures import PilotEnv
 from pilot_ssh import scripts
@@ -108,24 +109,11 @@ def fake_agent() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     code = "import subprocess, time; subprocess.Popen(['sleep', '7302']); time.sleep(120)"
     proc = subprocess.Popen([sys.executable, "-c", code, "-m", "pilot.agent", "--pilot", pilot_id, "--store", "x"],
                             start_new_session=True)
-    wait_for(lambda: len(_members(proc.pid)) == 2, 10, "the fake agent and its unit")
+    wait_for(lambda: len(session_members(proc.pid)) == 2, 10, "the fake agent and its unit")
     yield proc, pilot_id
-    for pid in _members(proc.pid):
+    for pid in session_members(proc.pid):
         os.kill(pid, signal.SIGKILL)
     proc.wait()
-
-
-def _members(sid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-                out.append(int(entry))
-    return out
 
 
 def test_status_sees_the_agent_and_a_dead_one(fake_agent: tuple[subprocess.Popen[bytes], str],
@@ -145,22 +133,22 @@ def test_cancel_ends_agent_and_units(fake_agent: tuple[subprocess.Popen[bytes], 
     proc, pilot_id = fake_agent
     assert f"{scripts.MARK} ended" in _sh(scripts.cancel(proc.pid, pilot_id, 2.0))
     proc.wait(5)
-    wait_for(lambda: not _members(proc.pid), 5, "the unit ended")
+    wait_for(lambda: not session_members(proc.pid), 5, "the unit ended")
 
 
 def test_cancel_after_kill_ends_the_orphaned_units(fake_agent: tuple[subprocess.Popen[bytes], str]) -> None:
     proc, pilot_id = fake_agent
     os.kill(proc.pid, signal.SIGKILL)
     time.sleep(0.2)  # the agent is a zombie; its unit lives on in its session
-    assert len(_members(proc.pid)) == 1
+    assert len(session_members(proc.pid)) == 1
     assert f"{scripts.MARK} ended" in _sh(scripts.cancel(proc.pid, pilot_id, 2.0))
-    wait_for(lambda: not _members(proc.pid), 5, "the orphaned unit ended")
+    wait_for(lambda: not session_members(proc.pid), 5, "the orphaned unit ended")
 
 
 def test_cancel_never_signals_a_pid_that_is_not_the_agent(fake_agent: tuple[subprocess.Popen[bytes], str]) -> None:
     proc, _ = fake_agent
     assert f"{scripts.MARK} not-ours" in _sh(scripts.cancel(proc.pid, "pilot-someone-else", 1.0))
-    assert proc.poll() is None and len(_members(proc.pid)) == 2
+    assert proc.poll() is None and len(session_members(proc.pid)) == 2
 
 
 # --- the adaptor end to end, its "remote" commands run by a local sh -------------------------------------
@@ -188,7 +176,7 @@ def test_a_pilot_through_the_scripts(local_shell: None, tmp_path: Path) -> None:
     assert (tmp_path / "work" / pilot.id / "agent.log").exists()
     pilot.cancel()
     assert pilot.get_state() == State.Canceled
-    wait_for(lambda: not _members(pid), 10, "the agent gone")
+    wait_for(lambda: not session_members(pid), 10, "the agent gone")
 
 
 def test_a_python_without_pilot_core_fails_the_pilot_saying_so(local_shell: None, tmp_path: Path) -> None:

@@ -3,30 +3,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 from ssh_fixtures import SSHEnv
 
+from pilot.procs import session_members
 from pilot.testing.adaptor_conformance import AdaptorConformance
 
 pytestmark = pytest.mark.sshd
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid``: the agent and the units it started."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-                found.append(int(entry))
-    return found
 
 
 class TestSSHConformance(AdaptorConformance):
