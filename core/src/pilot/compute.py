@@ -289,7 +289,9 @@ class PilotComputeService(UrlIdentity):
 
     def create_pilot(self, pilot_compute_description: Mapping[str, Any] | PilotComputeDescription
                      ) -> PilotCompute:
-        """Validate the description, submit the pilot job, return its handle at once."""
+        """Validate the description, submit the pilot job, return its handle at once. A
+        ``PilotError`` from the adaptor's optional ``check(request)`` (a pilot it can never run,
+        e.g. a store its jobs cannot reach) is raised here; a failed submission fails the pilot."""
         site = resolve_pilot(PilotComputeDescription.from_dict(pilot_compute_description))
         desc = site.description
         check_data_keys(desc)
@@ -303,9 +305,12 @@ class PilotComputeService(UrlIdentity):
             "slots": desc.number_of_processes, "datacenter": desc.affinity_datacenter_label,
             "machine": desc.affinity_machine_label, "heartbeat_timeout": self.heartbeat_timeout,
         }
-        self._store.insert_pilot(record)
         argv = (site.python, "-m", "pilot.agent", "--pilot", pilot_id, "--store", self._store.url)
         request = PilotJobRequest(pilot_id, desc, sandbox, argv, dict(desc.environment), site.pre_commands)
+        check = getattr(adaptor, "check", None)
+        if check is not None:  # a refusal is the caller's error: nothing is stored or submitted
+            check(request)
+        self._store.insert_pilot(record)
         pilot = PilotCompute(session=self._session, _store=self._store, _id=pilot_id)
         try:
             native_id = adaptor.submit(request)
