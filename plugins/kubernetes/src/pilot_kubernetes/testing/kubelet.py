@@ -128,6 +128,7 @@ class Kubelet:
         while not self._stop.is_set() and not self._state.closed:
             seen = self._state.wait_for_change(seen, 0.5)
             pods, _ = self._state.list_objects("pods", None)
+            self._kill_orphans({pod["metadata"]["uid"] for pod in pods})
             for pod in pods:
                 try:
                     self._reconcile(pod)
@@ -135,6 +136,14 @@ class Kubelet:
                     log.debug("emulated kubelet: pod changed underneath", exc_info=True)
                 except Exception:  # one bad pod must not stop the node
                     log.exception("emulated kubelet failed on pod %s", pod["metadata"]["name"])
+
+    def _kill_orphans(self, live: set[str]) -> None:
+        """Kill the containers of Pods removed from the API (e.g. force-deleted with grace 0)."""
+        with self._lock:
+            gone = [c for uid, c in self._running.items() if uid not in live and c.killed_for != "deleted"]
+        for container in gone:
+            container.killed_for = "deleted"
+            self._signal(container, signal.SIGKILL)
 
     def _reconcile(self, pod: Obj) -> None:
         meta, spec, status = pod["metadata"], pod["spec"], pod.get("status", {})
