@@ -54,6 +54,8 @@ def kube_api(kube_cluster: EmulatedCluster) -> Iterator[ApiClient]:
     """An official ``kubernetes`` client for ``kube_cluster`` (context ``emulated``)."""
     from kubernetes import config
 
-    client = config.new_client_from_config(str(kube_cluster.kubeconfig), context="emulated")
+    client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        str(kube_cluster.kubeconfig), context="emulated"
+    )
     yield client
     client.close()
