@@ -366,3 +366,41 @@ def test_api_errors_and_auth(kube_cluster: EmulatedCluster, kube: Kube) -> None:
         ("default", "dup"),
         ("other", "elsewhere"),
     ]
+
+
+def test_secret_owned_by_a_job_goes_with_it(kube: Kube) -> None:
+    """A Secret patched to be owned by a Job (merge patch, then a JSON patch on its labels) is
+    garbage-collected when the Job is deleted with propagationPolicy=Background."""
+    kube.core.create_namespaced_secret(
+        NS, client.V1Secret(metadata=client.V1ObjectMeta(name="owned"), string_data={"k": "v"})
+    )
+    job = kube.raw(kube.batch.create_namespaced_job(NS, job_body("owner", ["sleep", "300"])))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "owner", "uid": job["metadata"]["uid"]}
+    kube.core.patch_namespaced_secret("owned", NS, {"metadata": {"ownerReferences": [owner]}})
+    kube.core.patch_namespaced_secret("owned", NS, [{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}])
+    patched = kube.raw(kube.core.read_namespaced_secret("owned", NS))
+    assert patched["metadata"]["labels"] == {"a": "b"}
+    assert patched["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    kube.batch.delete_namespaced_job("owner", NS, propagation_policy="Background")
+    wait_for(lambda: not kube.core.list_namespaced_secret(NS).items, "the secret to go")
+    wait_for(lambda: not kube.pods(), "the pod to go")
+
+
+def test_pod_log_is_the_process_output(kube: Kube) -> None:
+    """GET .../pods/{name}/log serves what the Pod's process wrote to stdout and stderr."""
+    kube.batch.create_namespaced_job(NS, job_body("talk", ["sh", "-c", "echo out; echo err >&2"]))
+    wait_for(lambda: kube.ended("talk"), "the job to end")
+    pod = kube.only_pod("talk")
+    assert pod is not None
+    assert kube.core.read_namespaced_pod_log(pod["metadata"]["name"], NS) == "out\nerr\n"
+
+
+def test_stopping_the_cluster_kills_running_pods(tmp_path: Path) -> None:
+    """EmulatedCluster.stop() kills the process group of every Pod still running."""
+    with EmulatedCluster(tmp_path / "k8s") as cluster:
+        api = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+        kube = Kube(api)
+        kube.batch.create_namespaced_job(NS, job_body("forever", ["sh", "-c", "sleep 300 & wait"]))
+        pid = wait_for(lambda: kube.running_pid("forever"), "the pod to run")
+        api.close()
+    assert process_gone(pid)

@@ -6,8 +6,8 @@ schedules it on the node ``emulated-node`` or marks it ``PodScheduled=False``/``
 node's labels do not match); then runs its first container's ``command`` + ``args`` as a local
 process (the image is ignored; ``args`` alone run as the command) in a new session, with the
 container's ``env`` and ``envFrom`` (values, ``secretKeyRef``, ``fieldRef``; a missing Secret
-gives ``CreateContainerConfigError``) over a minimal base environment, in ``workingDir`` (or a
-sandbox of its own), output to a log file the API serves as the Pod's log. Pod status moves
+gives ``CreateContainerConfigError``) over a minimal base environment (:func:`default_base_env`),
+in ``workingDir`` (or a sandbox of its own), output to a log file the API serves as the Pod's log. Pod status moves
 through Pending, Running, Succeeded/Failed with container states running/terminated
 (``Completed``, ``Error``, ``StartError``, ``OOMKilled``). Faults by image: ``fault/image-pull``
 waits in ``ErrImagePull`` then ``ImagePullBackOff`` and never runs; ``fault/oom`` runs, then the
@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,15 @@ class ConfigError(Exception):
     """The container cannot be configured (``CreateContainerConfigError``)."""
 
 
+def default_base_env() -> dict[str, str]:
+    """What the emulated "image" provides: a few variables of this host (PATH, HOME, locale),
+    with the running interpreter's directory first on PATH, as the documented image has pilot
+    on PATH. Nothing else of the caller's environment (no credentials) leaks into Pods."""
+    env = {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return env
+
+
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes ``$(VAR)`` references in command, args and env values (``$$`` escapes)."""
 
@@ -86,9 +96,7 @@ class Kubelet:
         self.node_labels = {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
         self.oom_after = 0.5
         self.pull_backoff_after = 0.5
-        self._base_env = (
-            base_env if base_env is not None else {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-        )
+        self._base_env = base_env if base_env is not None else default_base_env()
         self._running: dict[str, _Container] = {}
         self._pulling: set[str] = set()
         self._lock = threading.Lock()

@@ -208,3 +208,36 @@ def merge_patch(target: Obj, patch: Obj) -> Obj:
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+def json_patch(target: Obj, operations: list[Any]) -> Obj:
+    """RFC 6902 JSON patch: ``add``, ``replace``, ``remove`` and ``test`` operations."""
+    result = copy.deepcopy(target)
+    for operation in operations:
+        op, path = operation.get("op"), str(operation.get("path", ""))
+        keys = [part.replace("~1", "/").replace("~0", "~") for part in path.split("/")[1:]]
+        if not keys:
+            raise ApiError(422, "Invalid", f"the JSON patch path {path!r} is not supported")
+        parent: Any = result
+        try:
+            for key in keys[:-1]:
+                parent = parent[int(key)] if isinstance(parent, list) else parent[key]
+            last: Any = keys[-1]
+            if isinstance(parent, list):
+                last = len(parent) if last == "-" else int(last)
+            if op == "test":
+                if parent[last] != operation.get("value"):
+                    raise ApiError(422, "Invalid", f"the JSON patch test at {path!r} failed")
+            elif op == "remove":
+                del parent[last]
+            elif op == "add" and isinstance(parent, list):
+                parent.insert(last, copy.deepcopy(operation.get("value")))
+            elif op in ("add", "replace"):
+                if op == "replace":
+                    parent[last]  # replace needs an existing member (KeyError otherwise)
+                parent[last] = copy.deepcopy(operation.get("value"))
+            else:
+                raise ApiError(422, "Invalid", f"the JSON patch operation {op!r} is not supported")
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ApiError(422, "Invalid", f"the JSON patch cannot be applied at {path!r}") from None
+    return result

@@ -86,15 +86,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> Obj:
+    def _json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw.strip():
             return {}
         try:
-            body = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise ApiError(400, "BadRequest", "the request body is not valid JSON") from None
+
+    def _body(self) -> Obj:
+        body = self._json()
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
         return body
@@ -224,7 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "PUT":
             self._send(200, state.replace(resource, namespace, name, self._body(), sub))
         elif method == "PATCH":
-            self._send(200, state.patch(resource, namespace, name, self._body(), sub))
+            body = self._json()
+            if "json-patch" in (self.headers.get("Content-Type") or "") or isinstance(body, list):
+                if not isinstance(body, list):
+                    raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
+                self._send(200, state.json_patch(resource, namespace, name, body, sub))
+            else:
+                self._send(200, state.patch(resource, namespace, name, body, sub))
         elif method == "DELETE" and sub is None:
             self._delete(resource, namespace, name, query)
         else:

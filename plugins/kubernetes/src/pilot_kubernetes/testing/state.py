@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .objects import (
     RESOURCES,
@@ -29,6 +30,7 @@ from .objects import (
     check_name,
     field_selector_matches,
     invalid,
+    json_patch,
     label_selector_matches,
     merge_patch,
     not_found,
@@ -199,6 +201,22 @@ class ClusterState:
             patched = merge_patch(obj, {k: v for k, v in body.items() if k != "status"})
             for key in ("uid", "name", "namespace", "resourceVersion", "creationTimestamp"):
                 patched["metadata"][key] = obj["metadata"][key]
+            obj.clear()
+            obj.update(patched)
+
+        return self.mutate(resource, namespace, name, change)
+
+    def json_patch(self, resource: str, namespace: str, name: str, operations: list[Any], sub: str | None) -> Obj:
+        """PATCH with an RFC 6902 JSON patch (on the status only for the status subresource)."""
+
+        def change(obj: Obj) -> None:
+            patched = json_patch(obj, operations)
+            if sub == "status":
+                obj["status"] = patched.get("status", {})
+                return
+            for key in ("uid", "name", "namespace", "resourceVersion", "creationTimestamp"):
+                patched["metadata"][key] = obj["metadata"][key]
+            patched["status"] = obj.get("status", {})
             obj.clear()
             obj.update(patched)
 
