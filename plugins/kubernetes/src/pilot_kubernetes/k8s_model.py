@@ -72,8 +72,12 @@ class Reason:
     exit_code: int | None = None
 
     def text(self) -> str:
-        """`Reason: message` as shown in a PSI/J status message."""
-        return f"{self.reason}: {self.message}" if self.message else self.reason
+        """`Reason: message` as shown in a PSI/J status message (or `Reason (exit code N)`)."""
+        if self.message:
+            return f"{self.reason}: {self.message}"
+        if self.exit_code is not None:
+            return f"{self.reason} (exit code {self.exit_code})"
+        return self.reason
 
 
 @dataclass(frozen=True)
@@ -186,18 +190,16 @@ def _oom(terminated: Reason) -> Reason:
 def decide(job: JobInfo | None, pod: PodInfo | None) -> Decision:
     """The PSI/J state of a Kubernetes Job given the latest Job and Pod seen (either may be None).
 
-    A Failed condition wins (DeadlineExceeded, BackoffLimitExceeded, with the Pod's own reason
-    such as OOMKilled preferred when it has one); then Complete; then the Pod: Succeeded or
+    A Failed condition wins: DeadlineExceeded as such, otherwise (BackoffLimitExceeded: the
+    one Pod failed) the container's own reason, e.g. OOMKilled or Error with its exit code;
+    then Complete; then the Pod: Succeeded or
     Failed, a container that cannot start (ImagePullBackOff...), Running, and otherwise QUEUED
     with the reason it waits (Unschedulable, ErrImagePull, ContainerCreating).
     """
     terminated = pod.terminated if pod is not None else None
     if job is not None and job.failure is not None:
         if job.failure.reason != "DeadlineExceeded" and terminated is not None:
-            if terminated.reason == "OOMKilled":
-                return _failed(_oom(terminated))
-            if terminated.reason not in ("Error", "Completed") or terminated.message:
-                return _failed(terminated)
+            return _failed(_oom(terminated) if terminated.reason == "OOMKilled" else terminated)
         if pod is not None and pod.pod_reason is not None and job.failure.reason != "DeadlineExceeded":
             return _failed(pod.pod_reason, terminated.exit_code if terminated else None)
         return _failed(job.failure, terminated.exit_code if terminated else None)

@@ -153,7 +153,7 @@ class KubernetesJobExecutor(JobExecutor):
             raise SubmitException(message) from exc
         with self._lock:
             tracked.confirmed_at = time.monotonic()
-        self._set_job_status(job, JobStatus(JobState.QUEUED, metadata=self._meta(tracked, None)))
+        self._apply(tracked, JobStatus(JobState.QUEUED, metadata=self._meta(tracked, None)))
 
     def cancel(self, job: Job) -> None:
         """Delete the Job with its Pods; the job becomes CANCELED when the Job is gone."""
@@ -239,7 +239,32 @@ class KubernetesJobExecutor(JobExecutor):
                 return
             tracked.job_info = job
             status = self._evaluate(tracked)
+            pod_unseen = self._pod_unseen(tracked)
+        if status is not None and pod_unseen:
+            status = self._with_pod(tracked) or status
         self._apply(tracked, status)
+
+    @staticmethod
+    def _pod_unseen(tracked: _Tracked) -> bool:
+        """The Job failed for its Pod but the Pod's end has not been seen (lock held)."""
+        failure = tracked.job_info.failure if tracked.job_info is not None else None
+        return failure is not None and failure.reason != "DeadlineExceeded" and (
+            tracked.pod_info is None or tracked.pod_info.terminated is None)
+
+    def _with_pod(self, tracked: _Tracked) -> JobStatus | None:
+        """Read the failed Job's Pod (its watch event may still be on the way) for the
+        container's reason and exit code."""
+        try:
+            pods, _ = self.api.list_pods(tracked.namespace, f"job-name={tracked.name}")
+        except KubeError as exc:
+            log.warning("cannot read the Pod of %s/%s: %s", tracked.namespace, tracked.name, exc)
+            return None
+        ended = [p for p in pods if p.terminated is not None]
+        if not ended:
+            return None
+        with self._lock:
+            tracked.pod_info = ended[-1]
+            return self._evaluate(tracked)
 
     def pod_event(self, event_type: str, pod: PodInfo) -> None:
         """A Pod changed (called by the namespace watch)."""
@@ -250,6 +275,8 @@ class KubernetesJobExecutor(JobExecutor):
             if tracked is None:
                 return
             tracked.pod_info = pod
+            if self._pod_unseen(tracked):
+                return   # an older Pod event: job_event reads the Pod's end itself
             status = self._evaluate(tracked)
         self._apply(tracked, status)
 
