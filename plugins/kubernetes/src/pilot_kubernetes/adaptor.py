@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -240,8 +241,10 @@ class KubernetesAdaptor:
 
                 from pilot_kubernetes.psij_executor import KubernetesExecutorConfig
 
-                config = KubernetesExecutorConfig(context=self.target.context, namespace=self.target.namespace,
-                                                  image=DEFAULT_IMAGE, name_prefix="pilot")
+                # $KUBECONFIG read now (the client reads it once, when first imported)
+                config = KubernetesExecutorConfig(os.environ.get("KUBECONFIG") or None, context=self.target.context,
+                                                  namespace=self.target.namespace, image=DEFAULT_IMAGE,
+                                                  name_prefix="pilot")
                 try:
                     self._executor = JobExecutor.get_instance("kubernetes", config=config)
                 except Exception as exc:  # PSI/J wraps the executor's own error: show that one
@@ -280,6 +283,7 @@ class KubernetesAdaptor:
             credentials.create_secret(self.core_api(), namespace, name, request.pilot_id, values)
             job.spec.attributes.custom_attributes = {**job.spec.attributes.custom_attributes,
                                                      "kubernetes.env_from_secret": name}
+        job.set_job_status_callback(self._status_changed)
         try:
             executor.submit(job)
         except Exception as exc:
@@ -303,6 +307,7 @@ class KubernetesAdaptor:
                 from psij import Job
 
                 job = Job()
+                job.set_job_status_callback(self._status_changed)
                 self.executor().attach(job, native_id)
                 self._jobs[native_id] = job
             return job
@@ -312,7 +317,7 @@ class KubernetesAdaptor:
         status = self._job(native_id).status
         state = _STATES.get(getattr(status.state, "name", str(status.state)), State.Unknown)
         message = (status.message or "").strip()
-        if state in (State.Done, State.Failed, State.Canceled):
+        if state in (State.Running, State.Done, State.Failed, State.Canceled):
             self._cleanup(native_id)
         if state is State.Failed:
             if not message and status.exit_code is not None:
@@ -346,22 +351,29 @@ class KubernetesAdaptor:
         except Exception as exc:
             raise PilotError(f"deleting Kubernetes Job {native_id} failed: {str(exc).strip()}") from None
         finally:
-            self._cleanup(native_id, force=True)
+            self._cleanup(native_id, strict=True)
 
-    def _cleanup(self, native_id: str, force: bool = False) -> None:
-        """Delete the pilot's Secret (named as its Job), once per process unless ``force``. A
-        failure is raised when forced (cancel), else logged and tried again at the next status."""
+    def _status_changed(self, job: Any, status: Any) -> None:
+        """The executor's watch saw the Job change: once its container runs (its environment is
+        then set for good: it never restarts) or it ended, the Secret is no longer needed."""
+        if getattr(status.state, "name", "") in ("ACTIVE", "COMPLETED", "FAILED", "CANCELED") and job.native_id:
+            threading.Thread(target=self._cleanup, args=(str(job.native_id),), daemon=True,
+                             name="pilot-k8s-secret-cleanup").start()
+
+    def _cleanup(self, native_id: str, strict: bool = False) -> None:
+        """Delete the pilot's Secret (named as its Job) unless this process already did. A
+        failure is raised when ``strict`` (cancel), else logged and tried again later."""
         namespace, _, name = native_id.rpartition("/")
         with self._lock:
-            if not name or (native_id in self._cleaned and not force):
+            if not name or native_id in self._cleaned:
                 return
             self._cleaned.add(native_id)
         try:
             credentials.delete_secret(self.core_api(), namespace or str(self.executor().namespace), name)
-        except PilotError as exc:
+        except Exception as exc:
             with self._lock:
                 self._cleaned.discard(native_id)
-            if force:
+            if strict:
                 raise
             log.warning("cannot delete the pilot's Secret yet: %s", exc)
 

@@ -97,7 +97,8 @@ def secret_body(name: str, pilot_id: str, settings: Mapping[str, str]) -> Any:
     API stores them) holding ``settings`` for pilot ``pilot_id``."""
     from kubernetes import client
 
-    data = {name: base64.b64encode(value.encode()).decode("ascii") for name, value in settings.items()}
+    data: dict[str, bytes | str] = {name: base64.b64encode(value.encode()).decode("ascii")
+                                    for name, value in settings.items()}
     return client.V1Secret(api_version="v1", kind="Secret", type="Opaque", immutable=True, data=data,
                            metadata=client.V1ObjectMeta(name=name, labels=labels(pilot_id)))
 
