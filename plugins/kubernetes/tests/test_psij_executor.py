@@ -123,10 +123,8 @@ def test_manifest_maps_the_psij_job() -> None:
         "requests": {"cpu": "4", "memory": str(2**30)},
         "limits": {"cpu": "4", "memory": str(2**30)},
     }
-    for labels in (
-        body["metadata"]["labels"],  # type: ignore[index]
-        body["spec"]["template"]["metadata"]["labels"],
-    ):  # type: ignore[index]
+    template: Any = body["spec"]
+    for labels in (body["metadata"]["labels"], template["template"]["metadata"]["labels"]):  # type: ignore[index]
         assert labels["app.kubernetes.io/managed-by"] == "pilot"
         assert labels["pilot/psij-job-id"] == job.id
 
@@ -322,12 +320,15 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         yield Target(cluster.kubeconfig, "busybox:1.36", cluster)
 
 
-def _executor(target: Target | Path, **config: object) -> KubernetesJobExecutor:
+def _executor(
+    target: Target | Path, watch_timeout: int = 120, unschedulable_timeout: float | None = None
+) -> KubernetesJobExecutor:
     kubeconfig = target.kubeconfig if isinstance(target, Target) else target
     image = target.image if isinstance(target, Target) else "busybox:1.36"
-    executor = psij.JobExecutor.get_instance(
-        "kubernetes", config=KubernetesExecutorConfig(kubeconfig=kubeconfig, image=image, **config)
-    )  # type: ignore[arg-type]
+    config = KubernetesExecutorConfig(
+        kubeconfig=kubeconfig, image=image, watch_timeout=watch_timeout, unschedulable_timeout=unschedulable_timeout
+    )
+    executor = psij.JobExecutor.get_instance("kubernetes", config=config)
     assert isinstance(executor, KubernetesJobExecutor)
     return executor
 

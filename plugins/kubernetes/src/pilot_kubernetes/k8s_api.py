@@ -76,8 +76,9 @@ class Event:
 class WatchStream:
     """An open watch request; iterate for events, `stop()` from any thread to end it."""
 
-    def __init__(self, api: KubeApi, kind: Kind, namespace: str, *, selector: str,
-                 resource_version: str, timeout: int) -> None:
+    def __init__(
+        self, api: KubeApi, kind: Kind, namespace: str, *, selector: str, resource_version: str, timeout: int
+    ) -> None:
         self._api = api
         self._kind: Kind = kind
         self._namespace = namespace
@@ -98,11 +99,11 @@ class WatchStream:
         """Events until the server ends the watch (timeout) or `stop()`; raises `KubeError`."""
         from kubernetes import watch
 
-        k8s_watch: Any = watch   # untyped: confined to this module
+        k8s_watch: Any = watch  # untyped: confined to this module
 
         class _RawWatch(k8s_watch.Watch):  # type: ignore[misc]
             def get_return_type(self, func: Any) -> None:
-                return None   # events as decoded JSON, with no model deserialization
+                return None  # events as decoded JSON, with no model deserialization
 
         self._watch = _RawWatch()
         if self._stopped.is_set():
@@ -110,10 +111,14 @@ class WatchStream:
         func = self._api.list_function(self._kind)
         try:
             for raw in self._watch.stream(
-                    func, self._namespace, label_selector=self._selector,
-                    resource_version=self._rv, timeout_seconds=self._timeout,
-                    allow_watch_bookmarks=True,
-                    _request_timeout=(30, self._timeout + 60)):
+                func,
+                self._namespace,
+                label_selector=self._selector,
+                resource_version=self._rv,
+                timeout_seconds=self._timeout,
+                allow_watch_bookmarks=True,
+                _request_timeout=(30, self._timeout + 60),
+            ):
                 if self._stopped.is_set():
                     return
                 yield self._event(raw)
@@ -136,12 +141,16 @@ class WatchStream:
 class KubeApi:
     """A configured client: kubeconfig (+ context) or the in-cluster service account."""
 
-    def __init__(self, kubeconfig: str | os.PathLike[str] | None = None,
-                 context: str | None = None, in_cluster: bool | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+    ) -> None:
         from kubernetes import client
         from kubernetes import config as k8s_config
 
-        config: Any = k8s_config   # untyped: confined to this module
+        config: Any = k8s_config  # untyped: confined to this module
         if in_cluster is None:
             in_cluster = kubeconfig is None and context is None and in_cluster_available()
         self.namespace = "default"
@@ -154,13 +163,11 @@ class KubeApi:
         else:
             path = str(kubeconfig) if kubeconfig is not None else None
             try:
-                self._client = config.new_client_from_config(
-                    config_file=path, context=context, persist_config=False)
+                self._client = config.new_client_from_config(config_file=path, context=context, persist_config=False)
                 contexts, active = config.list_kube_config_contexts(config_file=path)
             except Exception as exc:  # ConfigException, file errors
                 raise KubeError(f"cannot load the kubeconfig: {exc}") from exc
-            chosen = next((c for c in contexts if c.get("name") == context), None) \
-                if context else active
+            chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
             ns = (chosen or {}).get("context", {}).get("namespace")
             if isinstance(ns, str) and ns:
                 self.namespace = ns
@@ -169,8 +176,7 @@ class KubeApi:
 
     def list_function(self, kind: Kind) -> Any:
         """The client's list function for `kind` (what `Watch.stream` calls)."""
-        return self._batch.list_namespaced_job if kind == "jobs" \
-            else self._core.list_namespaced_pod
+        return self._batch.list_namespaced_job if kind == "jobs" else self._core.list_namespaced_pod
 
     def _raw(self, func: Any, *args: object, **kwargs: object) -> dict[str, object]:
         try:
@@ -185,7 +191,7 @@ class KubeApi:
         """Create a batch/v1 Job from a JSON manifest."""
         from kubernetes import client
 
-        body = client.V1Job.from_dict(dict(manifest))   # the official model checks the shape
+        body = client.V1Job.from_dict(dict(manifest))  # the official model checks the shape
         return JobInfo.parse(self._raw(self._batch.create_namespaced_job, namespace, body))
 
     def get_job(self, namespace: str, name: str) -> JobInfo | None:
@@ -200,8 +206,7 @@ class KubeApi:
     def delete_job(self, namespace: str, name: str, propagation: str) -> bool:
         """Delete a Job and (propagation Foreground/Background) its Pods; False if it was gone."""
         try:
-            self._raw(self._batch.delete_namespaced_job, name, namespace,
-                      propagation_policy=propagation)
+            self._raw(self._batch.delete_namespaced_job, name, namespace, propagation_policy=propagation)
         except KubeError as exc:
             if exc.status == 404:
                 return False
@@ -222,11 +227,9 @@ class KubeApi:
         items = body.get("items")
         return [PodInfo.parse(o) for o in (items if isinstance(items, list) else [])], rv
 
-    def watch(self, kind: Kind, namespace: str, selector: str, resource_version: str,
-              timeout: int) -> WatchStream:
+    def watch(self, kind: Kind, namespace: str, selector: str, resource_version: str, timeout: int) -> WatchStream:
         """Open a watch of `kind` in `namespace` from `resource_version` for `timeout` seconds."""
-        return WatchStream(self, kind, namespace, selector=selector,
-                           resource_version=resource_version, timeout=timeout)
+        return WatchStream(self, kind, namespace, selector=selector, resource_version=resource_version, timeout=timeout)
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -28,10 +28,18 @@ from psij import InvalidJobException, Job, JobAttributes, ResourceSpecV1
 from pilot_kubernetes.k8s_model import JOB_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 ATTRIBUTE_PREFIX = "kubernetes."
-KNOWN_ATTRIBUTES = frozenset({
-    "image", "namespace", "service_account", "image_pull_secrets", "node_selector", "volumes",
-    "env_from_secret", "labels",
-})
+KNOWN_ATTRIBUTES = frozenset(
+    {
+        "image",
+        "namespace",
+        "service_account",
+        "image_pull_secrets",
+        "node_selector",
+        "volumes",
+        "env_from_secret",
+        "labels",
+    }
+)
 CONTAINER_NAME = "main"
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 
@@ -61,12 +69,13 @@ def _custom(attributes: JobAttributes | None) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in custom.items():
         if not key.startswith(ATTRIBUTE_PREFIX):
-            continue   # another executor's attribute
-        short = key[len(ATTRIBUTE_PREFIX):]
+            continue  # another executor's attribute
+        short = key[len(ATTRIBUTE_PREFIX) :]
         if short not in KNOWN_ATTRIBUTES:
             raise InvalidJobException(
                 f"unknown custom attribute {key!r}; known: "
-                + ", ".join(sorted(ATTRIBUTE_PREFIX + k for k in KNOWN_ATTRIBUTES)))
+                + ", ".join(sorted(ATTRIBUTE_PREFIX + k for k in KNOWN_ATTRIBUTES))
+            )
         out[short] = value
     return out
 
@@ -82,8 +91,7 @@ def _string(custom: dict[str, object], key: str) -> str | None:
 
 def _string_map(custom: dict[str, object], key: str) -> dict[str, str]:
     value = custom.get(key) or {}
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidJobException(f"{ATTRIBUTE_PREFIX}{key} must be a dict of strings")
     return dict(value)
 
@@ -107,14 +115,13 @@ def job_name(job: Job, prefix: str) -> str:
 def _resources(resources: ResourceSpecV1, defaults: Defaults) -> dict[str, object]:
     if resources.computed_node_count > 1:
         raise InvalidJobException(
-            "a Kubernetes Job runs one Pod on one node: node_count must be 1 "
-            f"(got {resources.computed_node_count})")
+            f"a Kubernetes Job runs one Pod on one node: node_count must be 1 (got {resources.computed_node_count})"
+        )
     processes = resources.computed_process_count
     amounts: dict[str, str] = {"cpu": str(processes * (resources.cpu_cores_per_process or 1))}
     if resources.memory:
         amounts["memory"] = str(resources.memory)
-    limits = dict(amounts) if defaults.cpu_limits else {
-        k: v for k, v in amounts.items() if k != "cpu"}
+    limits = dict(amounts) if defaults.cpu_limits else {k: v for k, v in amounts.items() if k != "cpu"}
     if resources.gpu_cores_per_process:
         limits[defaults.gpu_resource] = str(processes * resources.gpu_cores_per_process)
     out: dict[str, object] = {"requests": amounts}
@@ -130,15 +137,24 @@ def _volumes(custom: dict[str, object]) -> tuple[list[object], list[object]]:
     volumes: list[object] = []
     mounts: list[object] = []
     for index, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("claim"), str) \
-                or not isinstance(item.get("mount_path"), str):
-            raise InvalidJobException(
-                f"kubernetes.volumes[{index}] must be a dict with 'claim' and 'mount_path'")
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("claim"), str)
+            or not isinstance(item.get("mount_path"), str)
+        ):
+            raise InvalidJobException(f"kubernetes.volumes[{index}] must be a dict with 'claim' and 'mount_path'")
         name = f"volume-{index}"
-        volumes.append({"name": name, "persistentVolumeClaim": {
-            "claimName": item["claim"], "readOnly": bool(item.get("read_only", False))}})
-        mount: dict[str, object] = {"name": name, "mountPath": item["mount_path"],
-                                    "readOnly": bool(item.get("read_only", False))}
+        volumes.append(
+            {
+                "name": name,
+                "persistentVolumeClaim": {"claimName": item["claim"], "readOnly": bool(item.get("read_only", False))},
+            }
+        )
+        mount: dict[str, object] = {
+            "name": name,
+            "mountPath": item["mount_path"],
+            "readOnly": bool(item.get("read_only", False)),
+        }
         if isinstance(item.get("sub_path"), str):
             mount["subPath"] = item["sub_path"]
         mounts.append(mount)
@@ -155,10 +171,8 @@ def _secret_env(custom: dict[str, object]) -> tuple[list[object], list[object]]:
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         keys = value.get("keys")
         if isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys):
-            return [{"name": k, "valueFrom": {"secretKeyRef": {"name": value["name"], "key": k}}}
-                    for k in keys], []
-    raise InvalidJobException(
-        "kubernetes.env_from_secret must be a Secret name or {'name': ..., 'keys': [...]}")
+            return [{"name": k, "valueFrom": {"secretKeyRef": {"name": value["name"], "key": k}}} for k in keys], []
+    raise InvalidJobException("kubernetes.env_from_secret must be a Secret name or {'name': ..., 'keys': [...]}")
 
 
 def _command(job: Job) -> list[str]:
@@ -169,10 +183,12 @@ def _command(job: Job) -> list[str]:
     if spec.pre_launch is not None or spec.post_launch is not None:
         raise InvalidJobException("the kubernetes executor does not run pre/post launch scripts")
     command = [spec.executable, *(str(a) for a in spec.arguments or [])]
-    streams = [(var, op, str(path)) for var, op, path in (
-        ("i", "<", spec.stdin_path), ("o", ">", spec.stdout_path), ("e", "2>", spec.stderr_path))
-        if path is not None]
-    if streams:   # the paths are arguments of the script, never part of its text
+    streams = [
+        (var, op, str(path))
+        for var, op, path in (("i", "<", spec.stdin_path), ("o", ">", spec.stdout_path), ("e", "2>", spec.stderr_path))
+        if path is not None
+    ]
+    if streams:  # the paths are arguments of the script, never part of its text
         assign = "; ".join(f"{var}=${n}" for n, (var, _, _) in enumerate(streams, 1))
         redirect = " ".join(f'{op}"${var}"' for var, op, _ in streams)
         script = f'{assign}; shift {len(streams)}; exec "$@" {redirect}'
@@ -191,15 +207,15 @@ def build(job: Job, defaults: Defaults) -> Manifest:
     custom = _custom(spec.attributes)
     namespace = _string(custom, "namespace") or defaults.namespace
     name = job_name(job, defaults.name_prefix)
-    labels = {**_string_map(custom, "labels"), MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-              JOB_ID_LABEL: job.id}
-    env: list[object] = [{"name": k, "value": str(v)}
-                         for k, v in sorted((spec.environment or {}).items())]
+    labels = {**_string_map(custom, "labels"), MANAGED_BY_LABEL: MANAGED_BY_VALUE, JOB_ID_LABEL: job.id}
+    env: list[object] = [{"name": k, "value": str(v)} for k, v in sorted((spec.environment or {}).items())]
     secret_env, env_from = _secret_env(custom)
     volumes, mounts = _volumes(custom)
     container: dict[str, object] = {
-        "name": CONTAINER_NAME, "image": _string(custom, "image") or defaults.image,
-        "command": _command(job), "env": env + secret_env,
+        "name": CONTAINER_NAME,
+        "image": _string(custom, "image") or defaults.image,
+        "command": _command(job),
+        "env": env + secret_env,
         "resources": _resources(resources, defaults),
     }
     if env_from:
@@ -230,6 +246,5 @@ def build(job: Job, defaults: Defaults) -> Manifest:
     metadata: dict[str, object] = {"name": name, "namespace": namespace, "labels": labels}
     if spec.name:
         metadata["annotations"] = {"pilot/psij-job-name": spec.name}
-    body: dict[str, object] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
-                               "spec": job_spec}
+    body: dict[str, object] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     return Manifest(namespace, name, body)

@@ -19,10 +19,15 @@ JOB_ID_LABEL = "pilot/psij-job-id"
 POD_JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 #: Container waiting reasons after which the Pod will not run without someone changing it.
-FATAL_WAITING_REASONS = frozenset({
-    "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError",
-    "CreateContainerError",
-})
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
 
 
 def _dict(value: object) -> dict[str, object]:
@@ -57,10 +62,14 @@ class Meta:
         """Metadata of a decoded object."""
         meta = _dict(_dict(obj).get("metadata"))
         labels = {k: v for k, v in _dict(meta.get("labels")).items() if isinstance(v, str)}
-        return cls(namespace=_str(meta.get("namespace")) or "", name=_str(meta.get("name")) or "",
-                   uid=_str(meta.get("uid")) or "",
-                   resource_version=_str(meta.get("resourceVersion")), labels=labels,
-                   deleting=meta.get("deletionTimestamp") is not None)
+        return cls(
+            namespace=_str(meta.get("namespace")) or "",
+            name=_str(meta.get("name")) or "",
+            uid=_str(meta.get("uid")) or "",
+            resource_version=_str(meta.get("resourceVersion")),
+            labels=labels,
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,15 +109,19 @@ class JobInfo:
             cond = _dict(item)
             if cond.get("status") != "True":
                 continue
-            reason = Reason(_str(cond.get("reason")) or str(cond.get("type")),
-                            _str(cond.get("message")) or "")
+            reason = Reason(_str(cond.get("reason")) or str(cond.get("type")), _str(cond.get("message")) or "")
             if cond.get("type") == "Complete":
                 complete = reason
             elif cond.get("type") == "Failed":
                 failure = reason
-        return cls(meta=Meta.parse(obj), active=_int(status.get("active")) or 0,
-                   succeeded=_int(status.get("succeeded")) or 0,
-                   failed=_int(status.get("failed")) or 0, complete=complete, failure=failure)
+        return cls(
+            meta=Meta.parse(obj),
+            active=_int(status.get("active")) or 0,
+            succeeded=_int(status.get("succeeded")) or 0,
+            failed=_int(status.get("failed")) or 0,
+            complete=complete,
+            failure=failure,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,8 +146,7 @@ class PodInfo:
         for item in _list(status.get("conditions")):
             cond = _dict(item)
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                unschedulable = Reason(_str(cond.get("reason")) or "Unschedulable",
-                                       _str(cond.get("message")) or "")
+                unschedulable = Reason(_str(cond.get("reason")) or "Unschedulable", _str(cond.get("message")) or "")
         waiting = terminated = None
         running = False
         statuses = _list(status.get("containerStatuses"))
@@ -147,15 +159,23 @@ class PodInfo:
                 running = True
             if "terminated" in state:
                 t = _dict(state["terminated"])
-                terminated = Reason(_str(t.get("reason")) or "Terminated",
-                                    _str(t.get("message")) or "", _int(t.get("exitCode")))
+                terminated = Reason(
+                    _str(t.get("reason")) or "Terminated", _str(t.get("message")) or "", _int(t.get("exitCode"))
+                )
         pod_reason = None
         if _str(status.get("reason")):
             pod_reason = Reason(str(status["reason"]), _str(status.get("message")) or "")
         job_name = next((meta.labels[k] for k in POD_JOB_NAME_LABELS if k in meta.labels), None)
-        return cls(meta=meta, job_name=job_name, phase=_str(status.get("phase")) or "Pending",
-                   pod_reason=pod_reason, unschedulable=unschedulable, waiting=waiting,
-                   running=running, terminated=terminated)
+        return cls(
+            meta=meta,
+            job_name=job_name,
+            phase=_str(status.get("phase")) or "Pending",
+            pod_reason=pod_reason,
+            unschedulable=unschedulable,
+            waiting=waiting,
+            running=running,
+            terminated=terminated,
+        )
 
 
 @dataclass(frozen=True)
@@ -183,8 +203,7 @@ def _failed(reason: Reason, exit_code: int | None = None, abandon: bool = False)
 def _oom(terminated: Reason) -> Reason:
     if terminated.message:
         return terminated
-    return Reason(terminated.reason, "the container exceeded its memory limit",
-                  terminated.exit_code)
+    return Reason(terminated.reason, "the container exceeded its memory limit", terminated.exit_code)
 
 
 def decide(job: JobInfo | None, pod: PodInfo | None) -> Decision:
@@ -222,8 +241,7 @@ def decide(job: JobInfo | None, pod: PodInfo | None) -> Decision:
     if pod.phase == "Running" and (pod.running or pod.waiting is None):
         return Decision(JobState.ACTIVE)
     if pod.unschedulable is not None:
-        return Decision(JobState.QUEUED, pod.unschedulable.text(),
-                        reason=pod.unschedulable.reason, unschedulable=True)
+        return Decision(JobState.QUEUED, pod.unschedulable.text(), reason=pod.unschedulable.reason, unschedulable=True)
     if pod.waiting is not None:
         return Decision(JobState.QUEUED, pod.waiting.text(), reason=pod.waiting.reason)
     return Decision(JobState.QUEUED)

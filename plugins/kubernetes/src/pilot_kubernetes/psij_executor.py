@@ -57,13 +57,22 @@ class KubernetesExecutorConfig(JobExecutorConfig):
     propagation_policy: how `cancel` deletes (Foreground: the Job goes after its Pods).
     """
 
-    def __init__(self, kubeconfig: str | os.PathLike[str] | None = None, *,
-                 context: str | None = None, namespace: str | None = None,
-                 in_cluster: bool | None = None, image: str = DEFAULT_IMAGE,
-                 watch_timeout: int = 120, unschedulable_timeout: float | None = None,
-                 propagation_policy: str = "Foreground", name_prefix: str = "psij",
-                 cpu_limits: bool = True, work_directory: Path | None = None,
-                 launcher_log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        *,
+        context: str | None = None,
+        namespace: str | None = None,
+        in_cluster: bool | None = None,
+        image: str = DEFAULT_IMAGE,
+        watch_timeout: int = 120,
+        unschedulable_timeout: float | None = None,
+        propagation_policy: str = "Foreground",
+        name_prefix: str = "psij",
+        cpu_limits: bool = True,
+        work_directory: Path | None = None,
+        launcher_log_file: Path | None = None,
+    ) -> None:
         super().__init__(launcher_log_file=launcher_log_file, work_directory=work_directory)
         if propagation_policy not in PROPAGATION_POLICIES:
             raise ValueError(f"propagation_policy must be one of {PROPAGATION_POLICIES}")
@@ -88,7 +97,7 @@ class _Tracked:
     name: str
     job_info: JobInfo | None = None
     pod_info: PodInfo | None = None
-    confirmed_at: float | None = None     # when the Job was known to exist (monotonic)
+    confirmed_at: float | None = None  # when the Job was known to exist (monotonic)
     cancel_requested: bool = False
     unschedulable_since: float | None = None
     last: tuple[JobState, str | None] = (JobState.NEW, None)
@@ -117,8 +126,9 @@ class KubernetesJobExecutor(JobExecutor):
         except KubeError as exc:
             raise SubmitException(f"kubernetes executor: {exc.message}") from exc
         self.namespace = config.namespace or self.api.namespace
-        self.defaults = Defaults(namespace=self.namespace, image=config.image,
-                                 name_prefix=config.name_prefix, cpu_limits=config.cpu_limits)
+        self.defaults = Defaults(
+            namespace=self.namespace, image=config.image, name_prefix=config.name_prefix, cpu_limits=config.cpu_limits
+        )
         self._lock = threading.RLock()
         self._tracked: dict[tuple[str, str], _Tracked] = {}
         self._watches: dict[str, NamespaceWatch] = {}
@@ -170,8 +180,7 @@ class KubernetesJobExecutor(JobExecutor):
         except KubeError as exc:
             with self._lock:
                 tracked.cancel_requested = False
-            raise SubmitException(f"cannot delete Kubernetes Job {job.native_id}: "
-                                  f"{exc.message}") from exc
+            raise SubmitException(f"cannot delete Kubernetes Job {job.native_id}: {exc.message}") from exc
         if not existed:
             self._deleted(key)
 
@@ -193,9 +202,12 @@ class KubernetesJobExecutor(JobExecutor):
             self._ensure_watch(key[0])
         info = self.api.get_job(*key)
         if info is None:
-            self._apply(tracked, JobStatus(
-                JobState.FAILED, message=f"no Kubernetes Job {job._native_id}",
-                metadata=self._meta(tracked, None)))
+            self._apply(
+                tracked,
+                JobStatus(
+                    JobState.FAILED, message=f"no Kubernetes Job {job._native_id}", metadata=self._meta(tracked, None)
+                ),
+            )
             return
         with self._lock:
             tracked.confirmed_at = time.monotonic()
@@ -248,8 +260,11 @@ class KubernetesJobExecutor(JobExecutor):
     def _pod_unseen(tracked: _Tracked) -> bool:
         """The Job failed for its Pod but the Pod's end has not been seen (lock held)."""
         failure = tracked.job_info.failure if tracked.job_info is not None else None
-        return failure is not None and failure.reason != "DeadlineExceeded" and (
-            tracked.pod_info is None or tracked.pod_info.terminated is None)
+        return (
+            failure is not None
+            and failure.reason != "DeadlineExceeded"
+            and (tracked.pod_info is None or tracked.pod_info.terminated is None)
+        )
 
     def _with_pod(self, tracked: _Tracked) -> JobStatus | None:
         """Read the failed Job's Pod (its watch event may still be on the way) for the
@@ -269,27 +284,31 @@ class KubernetesJobExecutor(JobExecutor):
     def pod_event(self, event_type: str, pod: PodInfo) -> None:
         """A Pod changed (called by the namespace watch)."""
         if pod.job_name is None or event_type == "DELETED":
-            return   # a Pod's deletion alone says nothing: its Job (or its deletion) will
+            return  # a Pod's deletion alone says nothing: its Job (or its deletion) will
         with self._lock:
             tracked = self._tracked.get((pod.meta.namespace, pod.job_name))
             if tracked is None:
                 return
             tracked.pod_info = pod
             if self._pod_unseen(tracked):
-                return   # an older Pod event: job_event reads the Pod's end itself
+                return  # an older Pod event: job_event reads the Pod's end itself
             status = self._evaluate(tracked)
         self._apply(tracked, status)
 
-    def jobs_relisted(self, namespace: str, jobs: builtins.list[JobInfo],
-                      started: float) -> None:
+    def jobs_relisted(self, namespace: str, jobs: builtins.list[JobInfo], started: float) -> None:
         """A fresh list: apply each Job; a followed Job missing from it was deleted meanwhile."""
         for info in jobs:
             self.job_event("MODIFIED", info)
         listed = {j.meta.name for j in jobs}
         with self._lock:
-            gone = [key for key, t in self._tracked.items()
-                    if key[0] == namespace and key[1] not in listed
-                    and t.confirmed_at is not None and t.confirmed_at < started]
+            gone = [
+                key
+                for key, t in self._tracked.items()
+                if key[0] == namespace
+                and key[1] not in listed
+                and t.confirmed_at is not None
+                and t.confirmed_at < started
+            ]
         for key in gone:
             self._deleted(key)
 
@@ -305,16 +324,19 @@ class KubernetesJobExecutor(JobExecutor):
 
     def _evaluate(self, tracked: _Tracked) -> JobStatus | None:
         """The status to report now (called with the lock held), or None for no change."""
-        if tracked.cancel_requested or (tracked.job_info is not None
-                                        and tracked.job_info.meta.deleting):
-            return None   # being deleted: CANCELED when the Job is gone
+        if tracked.cancel_requested or (tracked.job_info is not None and tracked.job_info.meta.deleting):
+            return None  # being deleted: CANCELED when the Job is gone
         decision = decide(tracked.job_info, tracked.pod_info)
         if decision.unschedulable:
             decision = self._unschedulable(tracked, decision)
         else:
             tracked.unschedulable_since = None
-        status = JobStatus(decision.state, message=decision.message,
-                           exit_code=decision.exit_code, metadata=self._meta(tracked, decision))
+        status = JobStatus(
+            decision.state,
+            message=decision.message,
+            exit_code=decision.exit_code,
+            metadata=self._meta(tracked, decision),
+        )
         if decision.abandon:
             threading.Thread(target=self._abandon, args=(tracked,), daemon=True).start()
         return status
@@ -346,18 +368,15 @@ class KubernetesJobExecutor(JobExecutor):
         try:
             self.api.delete_job(tracked.namespace, tracked.name, "Background")
         except KubeError as exc:
-            log.warning("cannot delete failed Job %s/%s: %s", tracked.namespace, tracked.name,
-                        exc)
+            log.warning("cannot delete failed Job %s/%s: %s", tracked.namespace, tracked.name, exc)
 
     def _deleted(self, key: tuple[str, str]) -> None:
         with self._lock:
             tracked = self._tracked.get(key)
             if tracked is None:
                 return
-            message = None if tracked.cancel_requested else \
-                f"the Kubernetes Job {key[0]}/{key[1]} was deleted"
-            status = JobStatus(JobState.CANCELED, message=message,
-                               metadata=self._meta(tracked, None))
+            message = None if tracked.cancel_requested else f"the Kubernetes Job {key[0]}/{key[1]} was deleted"
+            status = JobStatus(JobState.CANCELED, message=message, metadata=self._meta(tracked, None))
         self._apply(tracked, status)
 
     def _apply(self, tracked: _Tracked, status: JobStatus | None) -> None:

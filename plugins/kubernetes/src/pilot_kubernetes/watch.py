@@ -39,8 +39,9 @@ class WatchHandler(Protocol):
 class NamespaceWatch:
     """The Jobs and Pods of one namespace, listed then watched by two daemon threads."""
 
-    def __init__(self, api: KubeApi, namespace: str, handler: WatchHandler,
-                 timeout: int = 120, retry_max: float = 30.0) -> None:
+    def __init__(
+        self, api: KubeApi, namespace: str, handler: WatchHandler, timeout: int = 120, retry_max: float = 30.0
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.handler = handler
@@ -56,8 +57,9 @@ class NamespaceWatch:
     def start(self) -> None:
         """Start both threads."""
         for kind in ("jobs", "pods"):
-            thread = threading.Thread(target=self._run, args=(kind,), daemon=True,
-                                      name=f"k8s-watch-{self.namespace}-{kind}")
+            thread = threading.Thread(
+                target=self._run, args=(kind,), daemon=True, name=f"k8s-watch-{self.namespace}-{kind}"
+            )
             self._threads.append(thread)
             thread.start()
 
@@ -115,8 +117,7 @@ class NamespaceWatch:
                 log.info("watch of %s in %s expired: listing again", kind, self.namespace)
                 rv = None
             except KubeError as exc:
-                log.warning("watch of %s in %s failed (%s): retrying in %.1fs", kind,
-                            self.namespace, exc, delay)
+                log.warning("watch of %s in %s failed (%s): retrying in %.1fs", kind, self.namespace, exc, delay)
                 rv = None
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.retry_max)

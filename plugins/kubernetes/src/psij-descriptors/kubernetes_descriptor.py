@@ -12,9 +12,12 @@ from packaging.version import Version
 from psij.descriptor import Descriptor
 
 __PSI_J_EXECUTORS__ = [
-    Descriptor(name="kubernetes", nice_name="Kubernetes",
-               version=Version("0.1.0"),
-               cls="psij-descriptors.kubernetes_descriptor.KubernetesJobExecutor"),
+    Descriptor(
+        name="kubernetes",
+        nice_name="Kubernetes",
+        version=Version("0.1.0"),
+        cls="psij-descriptors.kubernetes_descriptor.KubernetesJobExecutor",
+    ),
 ]
 
 
