@@ -243,6 +243,21 @@ def test_watch_resumes_then_gets_410_after_expiry(kube: Kube, kube_cluster: Emul
     assert resumed["object"]["metadata"]["name"] == "w2"
 
 
+def test_watch_that_times_out_ends_with_a_bookmark(kube: Kube) -> None:
+    """With allowWatchBookmarks a watch that reaches timeoutSeconds ends with a BOOKMARK whose
+    resourceVersion is at least that of every event it sent."""
+    version = kube.version(kube.batch.list_namespaced_job(NS))
+    kube.batch.create_namespaced_job(NS, job_body("b1", ["true"]))
+    events = list(
+        kube.watch(
+            kube.batch.list_namespaced_job, resource_version=version, timeout_seconds=1, allow_watch_bookmarks=True
+        )
+    )
+    assert events[0]["type"] == "ADDED" and events[-1]["type"] == "BOOKMARK"
+    versions = [int(event["object"]["metadata"]["resourceVersion"]) for event in events]
+    assert versions[-1] == max(versions)
+
+
 def test_watch_filters_by_label_selector(kube: Kube) -> None:
     """A Pod watch with labelSelector job-name=<job> sees only that Job's Pod."""
     version = kube.version(kube.core.list_namespaced_pod(NS))

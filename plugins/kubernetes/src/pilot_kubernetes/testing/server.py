@@ -3,9 +3,9 @@
 Speaks what the official ``kubernetes`` client sends, on loopback: ``/version``, namespaces,
 ``/apis/batch/v1/.../jobs[/name[/status]]``, ``/api/v1/.../pods[/name[/status|/log]]``,
 ``/api/v1/.../secrets[/name]``, namespaced or cluster-wide lists, label and field selectors,
-``?watch=true&resourceVersion=..&timeoutSeconds=..`` as chunked JSON lines, PUT/PATCH, and
-DELETE with ``DeleteOptions`` (``propagationPolicy``, ``gracePeriodSeconds``). Requests need the
-kubeconfig's bearer token. Every request is counted (:attr:`EmulatedApiServer.requests`).
+``?watch=true&resourceVersion=..&timeoutSeconds=..&allowWatchBookmarks=..`` as chunked JSON
+lines, PUT/PATCH (merge and JSON patches), and DELETE with ``DeleteOptions``
+(``propagationPolicy``, ``gracePeriodSeconds``). Requests need the kubeconfig's bearer token. Every request is counted (:attr:`EmulatedApiServer.requests`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class EmulatedApiServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # many clients connecting at once must not wait for SYN retries
 
     def __init__(self, state: ClusterState, token: str, logs: Callable[[str, str], Path | None]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -191,7 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and query.get("watch") in ("true", "1"):
             timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
             self._watch(
-                resource, namespace, labels=labels, fields=fields, version=query.get("resourceVersion"), timeout=timeout
+                resource,
+                namespace,
+                labels=labels,
+                fields=fields,
+                version=query.get("resourceVersion"),
+                timeout=timeout,
+                bookmarks=query.get("allowWatchBookmarks") in ("true", "1"),
             )
         elif method == "GET":
             items, version = state.list_objects(resource, namespace, labels, fields)
@@ -294,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
         fields: str | None,
         version: str | None,
         timeout: float,
+        bookmarks: bool,
     ) -> None:
         events = self.server.state.watch(
             resource,
@@ -303,6 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             resource_version=version,
             timeout=timeout,
             alive=lambda: not self._client_gone(),
+            bookmarks=bookmarks,
         )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -303,12 +303,14 @@ class ClusterState:
         resource_version: str | None = None,
         timeout: float = 1800.0,
         alive: Callable[[], bool] = lambda: True,
+        bookmarks: bool = False,
     ) -> Iterator[Obj]:
         """Watch events as dicts ``{"type", "object"}``, ending at the timeout, on expiry or stop.
 
         Without a resourceVersion (or "0") the current objects come first as ADDED; a version
         older than the last compaction gets one ERROR event with a 410 ``Expired`` Status.
-        ``alive`` is asked about once a second while idle; False ends the watch.
+        ``alive`` is asked about once a second while idle; False ends the watch. With
+        ``bookmarks`` a watch that times out ends with a BOOKMARK carrying the current version.
         """
         with self._cond:
             if resource_version in (None, "", "0"):
@@ -332,6 +334,7 @@ class ClusterState:
                 epoch=self._epoch,
                 deadline=time.monotonic() + timeout,
                 alive=alive,
+                bookmark=_bookmark(resource) if bookmarks else None,
                 wanted=lambda event: (
                     event.resource == resource
                     and namespace in (None, event.obj["metadata"]["namespace"])
@@ -349,6 +352,7 @@ class ClusterState:
         deadline: float,
         alive: Callable[[], bool],
         wanted: Callable[[Event], bool],
+        bookmark: Obj | None,
     ) -> Iterator[Obj]:
         yield from initial
         while True:
@@ -363,12 +367,17 @@ class ClusterState:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return
+                        break
                     self._cond.wait(min(left, 1.0))
                     if not alive():
                         return
                 batch = [{"type": event.type, "object": event.obj} for event in fresh if wanted(event)]
+                version = str(self._rv)
             yield from batch
+            if not fresh:  # timed out: a last BOOKMARK (if asked for) tells where to resume
+                if bookmark is not None:
+                    yield {"type": "BOOKMARK", "object": {**bookmark, "metadata": {"resourceVersion": version}}}
+                return
 
     def expire_watches(self) -> None:
         """End every open watch and compact history: resuming from any version seen so far gets 410."""
@@ -397,6 +406,11 @@ class ClusterState:
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return self._closed
+
+
+def _bookmark(resource: str) -> Obj:
+    group, kind = RESOURCES[resource]
+    return {"kind": kind, "apiVersion": f"{group}/v1" if group else "v1"}
 
 
 def _drop_owner(obj: Obj, uid: str) -> None:
