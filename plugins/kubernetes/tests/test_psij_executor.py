@@ -83,6 +83,8 @@ def test_psij_finds_the_executor_through_its_descriptor(tmp_path: Path) -> None:
     assert executor.namespace == "team-b"
     default = KubernetesJobExecutor(config=KubernetesExecutorConfig(kubeconfig=kubeconfig))
     assert default.namespace == "team-a"
+    with pytest.raises(psij.SubmitException, match="no-such-context"):
+        KubernetesJobExecutor(config=KubernetesExecutorConfig(kubeconfig=kubeconfig, context="no-such-context"))
 
 
 def test_importing_psij_does_not_import_the_kubernetes_client() -> None:

@@ -174,6 +174,11 @@ class KubeApi:
         self._batch: Any = client.BatchV1Api(self._client)
         self._core: Any = client.CoreV1Api(self._client)
 
+    @property
+    def api_client(self) -> Any:
+        """The configured `kubernetes.client.ApiClient`, for callers that need other resources."""
+        return self._client
+
     def list_function(self, kind: Kind) -> Any:
         """The client's list function for `kind` (what `Watch.stream` calls)."""
         return self._batch.list_namespaced_job if kind == "jobs" else self._core.list_namespaced_pod
