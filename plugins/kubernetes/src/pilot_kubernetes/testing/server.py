@@ -5,7 +5,8 @@ Speaks what the official ``kubernetes`` client sends, on loopback: ``/version``,
 ``/api/v1/.../secrets[/name]``, namespaced or cluster-wide lists, label and field selectors,
 ``?watch=true&resourceVersion=..&timeoutSeconds=..&allowWatchBookmarks=..`` as chunked JSON
 lines, PUT/PATCH (merge and JSON patches), and DELETE with ``DeleteOptions``
-(``propagationPolicy``, ``gracePeriodSeconds``). Requests need the kubeconfig's bearer token. Every request is counted (:attr:`EmulatedApiServer.requests`).
+(``propagationPolicy``, ``gracePeriodSeconds``). Requests need the kubeconfig's bearer token;
+every request is counted (:attr:`EmulatedApiServer.requests`).
 """
 
 from __future__ import annotations

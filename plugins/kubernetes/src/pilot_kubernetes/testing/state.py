@@ -10,8 +10,6 @@ through :meth:`ClusterState.mutate`, which bumps the version and wakes watchers 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import copy
 import secrets as random_tokens
@@ -22,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .defaults import DEFAULTS, string_data
 from .objects import (
     RESOURCES,
     ApiError,
@@ -68,6 +67,7 @@ class ClusterState:
         self._compacted = 0  # resuming from an older version gets 410
         self._epoch = 0
         self._closed = False
+        self._collecting = False
         self.generation = 0
 
     # --- reading ---------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class ClusterState:
         meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=now())
         if resource != "secrets":
             meta["generation"] = 1
-        _DEFAULTS[resource](obj)
+        DEFAULTS[resource](obj)
         with self._cond:
             if (resource, namespace, name) in self._objects:
                 raise already_exists(resource, name)
@@ -157,6 +157,8 @@ class ClusterState:
                 raise not_found(resource, name)
             edited = copy.deepcopy(obj)
             change(edited)
+            if resource == "secrets":
+                string_data(edited)
             if edited != obj:
                 if edited.get("spec") != obj.get("spec") and "generation" in edited["metadata"]:
                     edited["metadata"]["generation"] += 1
@@ -276,20 +278,38 @@ class ClusterState:
     def collect_garbage(self) -> None:
         """Delete dependents of deleted owners; finish Foreground deletions with no dependents left."""
         with self._cond:
-            uids = {obj["metadata"]["uid"] for obj in self._objects.values()}
-            for (resource, ns, name), obj in list(self._objects.items()):
-                meta = obj["metadata"]
-                refs = owners(obj)
+            if self._collecting:  # a deletion below calls back here: the running pass covers it
+                return
+            self._collecting = True
+            try:
+                while self._collect_once():
+                    pass
+            finally:
+                self._collecting = False
+
+    def _collect_once(self) -> bool:
+        uids = {obj["metadata"]["uid"] for obj in self._objects.values()}
+        for key, obj in list(self._objects.items()):
+            if self._objects.get(key) is not obj:
+                continue  # changed or removed earlier in this pass
+            meta = obj["metadata"]
+            refs = owners(obj)
+            try:
                 if refs and not any(ref in uids for ref in refs) and not meta.get("deletionTimestamp"):
-                    self.delete(resource, ns, name, "Background", None)
-                elif meta.get("deletionTimestamp") and meta.get("finalizers") == ["foregroundDeletion"]:
+                    self.delete(*key, "Background", None)
+                    return True
+                if meta.get("deletionTimestamp") and meta.get("finalizers") == ["foregroundDeletion"]:
                     if not self.dependents(meta["uid"]):
-                        self.remove(resource, ns, name)
-                    else:
-                        for kind, dependent in self.dependents(meta["uid"]):
-                            dmeta = dependent["metadata"]
-                            if not dmeta.get("deletionTimestamp"):
-                                self.delete(kind, dmeta["namespace"], dmeta["name"], "Background", None)
+                        self.remove(*key)
+                        return True
+                    for kind, dependent in self.dependents(meta["uid"]):
+                        dmeta = dependent["metadata"]
+                        if not dmeta.get("deletionTimestamp"):
+                            self.delete(kind, dmeta["namespace"], dmeta["name"], "Background", None)
+                            return True
+            except ApiError:
+                return True  # gone meanwhile: look again
+        return False
 
     # --- watching --------------------------------------------------------------------------
 
@@ -418,61 +438,3 @@ def _drop_owner(obj: Obj, uid: str) -> None:
     obj["metadata"]["ownerReferences"] = refs or None
     if not refs:
         obj["metadata"].pop("ownerReferences")
-
-
-# --- defaulting and validation at create --------------------------------------------------
-
-
-def _default_job(job: Obj) -> None:
-    meta, spec = job["metadata"], job.setdefault("spec", {})
-    name, uid = meta["name"], meta["uid"]
-    pod_spec = spec.get("template", {}).get("spec")
-    if not pod_spec or not pod_spec.get("containers"):
-        raise invalid("jobs", name, "spec.template.spec.containers", "Required value")
-    if pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
-        raise invalid(
-            "jobs",
-            name,
-            "spec.template.spec.restartPolicy",
-            f'Unsupported value: "{pod_spec.get("restartPolicy", "Always")}": supported values: "OnFailure", "Never"',
-        )
-    for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6), ("suspend", False)):
-        spec.setdefault(key, value)
-    spec.setdefault("completionMode", "NonIndexed")
-    labels = {
-        "batch.kubernetes.io/controller-uid": uid,
-        "batch.kubernetes.io/job-name": name,
-        "controller-uid": uid,
-        "job-name": name,
-    }
-    template_meta = spec["template"].setdefault("metadata", {})
-    template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
-    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
-    meta.setdefault("labels", dict(template_meta["labels"]))
-    job["status"] = {}
-
-
-def _default_pod(pod: Obj) -> None:
-    spec = pod.setdefault("spec", {})
-    if not spec.get("containers"):
-        raise invalid("pods", pod["metadata"]["name"], "spec.containers", "Required value")
-    spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("schedulerName", "default-scheduler")
-    pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
-
-
-def _default_secret(secret: Obj) -> None:
-    data = dict(secret.get("data") or {})
-    for key, value in data.items():
-        try:
-            base64.b64decode(str(value), validate=True)
-        except binascii.Error:
-            raise invalid("secrets", secret["metadata"]["name"], f"data[{key}]", "Invalid value: not base64") from None
-    for key, value in (secret.pop("stringData", None) or {}).items():
-        data[key] = base64.b64encode(str(value).encode()).decode()
-    secret["data"] = data
-    secret.setdefault("type", "Opaque")
-
-
-_DEFAULTS: dict[str, Callable[[Obj], None]] = {"jobs": _default_job, "pods": _default_pod, "secrets": _default_secret}
