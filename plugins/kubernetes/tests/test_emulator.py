@@ -384,18 +384,26 @@ def test_api_errors_and_auth(kube_cluster: EmulatedCluster, kube: Kube) -> None:
 
 
 def test_secret_owned_by_a_job_goes_with_it(kube: Kube) -> None:
-    """A Secret patched to be owned by a Job (merge patch, then a JSON patch on its labels) is
-    garbage-collected when the Job is deleted with propagationPolicy=Background."""
+    """Secrets owned by a Job (one patched to be, by a merge patch, then a JSON patch on its
+    labels; one created so after the Pod) are garbage-collected when the Job is deleted with
+    propagationPolicy=Background."""
     kube.core.create_namespaced_secret(
         NS, client.V1Secret(metadata=client.V1ObjectMeta(name="owned"), string_data={"k": "v"})
     )
     job = kube.raw(kube.batch.create_namespaced_job(NS, job_body("owner", ["sleep", "300"])))
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "owner", "uid": job["metadata"]["uid"]}
-    kube.core.patch_namespaced_secret("owned", NS, {"metadata": {"ownerReferences": [owner]}})
+    owner = {"api_version": "batch/v1", "kind": "Job", "name": "owner", "uid": job["metadata"]["uid"]}
+    reference = {"apiVersion": "batch/v1", "kind": "Job", "name": "owner", "uid": job["metadata"]["uid"]}
+    kube.core.patch_namespaced_secret("owned", NS, {"metadata": {"ownerReferences": [reference]}})
     kube.core.patch_namespaced_secret("owned", NS, [{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}])
     patched = kube.raw(kube.core.read_namespaced_secret("owned", NS))
     assert patched["metadata"]["labels"] == {"a": "b"}
     assert patched["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    wait_for(lambda: kube.running_pid("owner"), "the pod to run")
+    later = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="later", owner_references=[client.V1OwnerReference(**owner)]),
+        string_data={"k": "v"},
+    )
+    kube.core.create_namespaced_secret(NS, later)
     kube.batch.delete_namespaced_job("owner", NS, propagation_policy="Background")
     wait_for(lambda: not kube.core.list_namespaced_secret(NS).items, "the secret to go")
     wait_for(lambda: not kube.pods(), "the pod to go")
