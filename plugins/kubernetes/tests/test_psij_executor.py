@@ -500,8 +500,11 @@ def test_attach_and_cancel_from_another_executor(target: Target, executors: list
     again = Job()
     second.attach(again, job.native_id)
     assert again.wait(timeout=WAIT, target_states=[JobState.ACTIVE]) is not None
+    mirror = Job()
+    first.attach(mirror, job.native_id)  # the executor already follows it: a second view
+    assert mirror.status.state == JobState.ACTIVE
     second.cancel(again)
-    for each in (again, job):
+    for each in (again, job, mirror):
         status = each.wait(timeout=WAIT)
         assert status is not None and status.state == JobState.CANCELED
     assert job.status.message is not None and "was deleted" in job.status.message

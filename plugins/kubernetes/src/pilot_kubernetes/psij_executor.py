@@ -102,6 +102,7 @@ class _Tracked:
     unschedulable_since: float | None = None
     last: tuple[JobState, str | None] = (JobState.NEW, None)
     timers: list[threading.Timer] = field(default_factory=list)
+    mirrors: list[Job] = field(default_factory=list)  # more Job objects attached to the same Job
 
 
 def parse_native_id(native_id: str, default_namespace: str) -> tuple[str, str]:
@@ -196,10 +197,18 @@ class KubernetesJobExecutor(JobExecutor):
         key = parse_native_id(native_id, self.namespace)
         job.executor = self
         job._native_id = f"{key[0]}/{key[1]}"
-        tracked = _Tracked(job, *key)
         with self._lock:
-            self._tracked[key] = tracked
-            self._ensure_watch(key[0])
+            followed = self._tracked.get(key)
+            if followed is None:
+                tracked = _Tracked(job, *key)
+                self._tracked[key] = tracked
+                self._ensure_watch(key[0])
+            else:  # already followed here: this Job object mirrors it
+                followed.mirrors.append(job)
+        if followed is not None:
+            if followed.job.status.state != JobState.NEW:
+                self._set_job_status(job, followed.job.status)
+            return
         info = self.api.get_job(*key)
         if info is None:
             self._apply(
@@ -219,7 +228,8 @@ class KubernetesJobExecutor(JobExecutor):
     # -- extensions --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop every watch (jobs still running are no longer followed)."""
+        """Stop every watch and release the connections; jobs still running are no longer
+        followed and the executor is not to be used afterwards."""
         with self._lock:
             watches = list(self._watches.values())
             self._watches.clear()
@@ -388,11 +398,12 @@ class KubernetesJobExecutor(JobExecutor):
             tracked.last = (status.state, status.message)
             if status.final:
                 self._forget(tracked)
-        job = tracked.job
-        if status.state == job.status.state and not status.final:
-            self._replace_message(job, status)
-        else:
-            self._set_job_status(job, status)
+            jobs = [tracked.job, *tracked.mirrors]
+        for job in jobs:
+            if status.state == job.status.state and not status.final:
+                self._replace_message(job, status)
+            else:
+                self._set_job_status(job, status)
 
     def _replace_message(self, job: Job, status: JobStatus) -> None:
         """Report a new message in the same state (PSI/J's setter ignores same-state updates)."""
