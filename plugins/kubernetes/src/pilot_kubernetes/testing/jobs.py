@@ -7,7 +7,8 @@ A thread that reconciles every batch/v1 Job whenever the emulated cluster's stat
 ``DeadlineExceeded`` and its Pods are deleted, which makes the kubelet kill them), status
 ``active``/``ready``/``succeeded``/``failed``/``startTime``/``completionTime``, the conditions
 ``SuccessCriteriaMet`` + ``Complete`` or ``FailureTarget`` + ``Failed`` as Kubernetes 1.31+ sets
-them, and ``ttlSecondsAfterFinished``. Only ``completions: 1`` Jobs are modelled.
+them, and ``ttlSecondsAfterFinished``. Only ``completions: 1`` Jobs are modelled, retries come
+at once (no back-off delay), and ``restartPolicy: OnFailure`` retries with a new Pod like ``Never``.
 """
 
 from __future__ import annotations
