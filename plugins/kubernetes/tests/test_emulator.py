@@ -224,6 +224,16 @@ def test_failing_command_fails_the_job(kube: Kube) -> None:
     assert (terminated["reason"], terminated["exitCode"]) == ("Error", 3)
 
 
+def test_missing_executable_is_a_start_error(kube: Kube) -> None:
+    """A command that cannot be executed ends the Pod Failed with StartError, exit 128."""
+    kube.batch.create_namespaced_job(NS, job_body("nobinary", ["/no/such/binary"]))
+    job = wait_for(lambda: kube.ended("nobinary"), "the job to end")
+    assert job_conditions(job)["Failed"] == "BackoffLimitExceeded"
+    terminated = kube.container("nobinary")["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
+    assert "/no/such/binary" in terminated["message"]
+
+
 def test_watch_resumes_then_gets_410_after_expiry(kube: Kube, kube_cluster: EmulatedCluster) -> None:
     """A watch resumed from a listed resourceVersion sees later events; expire_watches() ends
     open watches, and resuming from an old version then fails with 410 until a fresh list."""

@@ -331,10 +331,15 @@ class Kubelet:
         meta = pod["metadata"]
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         cwd = Path(spec.get("workingDir") or self._workdir / "sandboxes" / f"{ns}_{name}")
-        cwd.mkdir(parents=True, exist_ok=True)
         logfile = self.log_path(ns, name)
         logfile.parent.mkdir(parents=True, exist_ok=True)
         started = now()
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            message = f'failed to create containerd task: chdir to cwd ("{cwd}") failed: {error.strerror}'
+            self._finish(ns, name, spec, started, code=128, reason="StartError", message=message)
+            return
         try:
             with logfile.open("ab") as out:
                 process = subprocess.Popen(
