@@ -186,7 +186,10 @@ class KubeApi:
     def _raw(self, func: Any, *args: object, **kwargs: object) -> dict[str, object]:
         try:
             resp = func(*args, _preload_content=False, _request_timeout=(30, 120), **kwargs)
-            data = resp.data if hasattr(resp, "data") else resp.read()
+            try:
+                data = resp.read()
+            finally:
+                resp.release_conn()  # unread responses keep their connection otherwise
         except Exception as exc:
             raise _error(exc) from exc
         decoded = json.loads(data) if data else {}
