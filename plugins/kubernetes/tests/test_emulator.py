@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,6 +171,22 @@ def test_job_runs_to_complete_with_env_and_secret(kube: Kube, tmp_path: Path) ->
     assert kube.job("hello")["status"]["succeeded"] == 1
 
 
+def test_pod_environment_is_its_own(kube: Kube, tmp_path: Path) -> None:
+    """A Pod's process sees its env, HOSTNAME (the Pod's name), the API server's address and
+    this interpreter first on PATH, but nothing else of the test process's environment."""
+    assert "PYTEST_CURRENT_TEST" in os.environ
+    body = job_body("env", ["sh", "-c", "env > env.txt"], working_dir=str(tmp_path))
+    kube.batch.create_namespaced_job(NS, body)
+    wait_for(lambda: kube.ended("env"), "the job to end")
+    pod = kube.only_pod("env")
+    assert pod is not None
+    seen = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines() if "=" in line)
+    assert seen["HOSTNAME"] == pod["metadata"]["name"]
+    assert seen["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert seen["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert "PYTEST_CURRENT_TEST" not in seen
+
+
 def test_secret_round_trip_and_missing_secret(kube: Kube) -> None:
     """Secrets store stringData as base64 data; deleting one makes it 404; a Pod whose env
     names a missing Secret waits in CreateContainerConfigError."""
@@ -249,8 +266,12 @@ def test_watch_resumes_then_gets_410_after_expiry(kube: Kube, kube_cluster: Emul
     assert gone.value.status == 410
     fresh = kube.version(kube.batch.list_namespaced_job(NS))
     kube.batch.create_namespaced_job(NS, job_body("w2", ["true"]))
-    resumed = next(kube.watch(kube.batch.list_namespaced_job, resource_version=fresh, timeout_seconds=120))
-    assert resumed["object"]["metadata"]["name"] == "w2"
+    versions = []
+    for event in kube.watch(kube.batch.list_namespaced_job, resource_version=fresh, timeout_seconds=120):
+        versions.append(int(event["object"]["metadata"]["resourceVersion"]))
+        if (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "w2"):
+            break  # (w1's status may change meanwhile: those events come too)
+    assert min(versions) > int(fresh)
 
 
 def test_watch_that_times_out_ends_with_a_bookmark(kube: Kube) -> None:
@@ -330,8 +351,9 @@ def test_image_pull_fault_backs_off_and_never_runs(kube: Kube, tmp_path: Path) -
     assert not (tmp_path / "ran").exists()
 
 
-def test_oom_fault_kills_the_process(kube: Kube, tmp_path: Path) -> None:
+def test_oom_fault_kills_the_process(kube: Kube, kube_cluster: EmulatedCluster, tmp_path: Path) -> None:
     """fault/oom: the command runs, then is killed and reported OOMKilled with exit 137."""
+    kube_cluster.kubelet.oom_after = 3.0  # time enough for sh to start on a loaded machine
     command = ["sh", "-c", f"touch {tmp_path / 'ran'}; exec sleep 300"]
     kube.batch.create_namespaced_job(NS, job_body("oom", command, image="fault/oom"))
     job = wait_for(lambda: kube.ended("oom"), "the job to end")
@@ -345,7 +367,7 @@ def test_oom_fault_kills_the_process(kube: Kube, tmp_path: Path) -> None:
 
 def test_active_deadline_fails_the_job_and_kills_the_pod(kube: Kube) -> None:
     """activeDeadlineSeconds: the Job fails with DeadlineExceeded and its Pod's process is killed."""
-    kube.batch.create_namespaced_job(NS, job_body("late", ["sleep", "300"], deadline=1))
+    kube.batch.create_namespaced_job(NS, job_body("late", ["sleep", "300"], deadline=3))
     pid = wait_for(lambda: kube.running_pid("late"), "the pod to run")
     job = wait_for(lambda: kube.ended("late"), "the job to end")
     assert job_conditions(job)["Failed"] == "DeadlineExceeded"
