@@ -256,7 +256,8 @@ class ClusterState:
 
                 def mark(o: Obj) -> None:
                     o["metadata"]["deletionTimestamp"] = now()
-                    o["metadata"]["deletionGracePeriodSeconds"] = 30 if grace is None else grace
+                    default = o.get("spec", {}).get("terminationGracePeriodSeconds", 30)
+                    o["metadata"]["deletionGracePeriodSeconds"] = default if grace is None else grace
                     if finalizers:
                         o["metadata"]["finalizers"] = finalizers
 
