@@ -367,15 +367,15 @@ class KubernetesAdaptor:
         with self._lock:
             if not name or native_id in self._cleaned:
                 return
-            self._cleaned.add(native_id)
-        try:
+        try:  # two threads may both get here: the second delete finds nothing, which is fine
             credentials.delete_secret(self.core_api(), namespace or str(self.executor().namespace), name)
         except Exception as exc:
-            with self._lock:
-                self._cleaned.discard(native_id)
             if strict:
                 raise
             log.warning("cannot delete the pilot's Secret yet: %s", exc)
+            return
+        with self._lock:
+            self._cleaned.add(native_id)
 
     def _drop_secret(self, namespace: str, name: str) -> None:
         try:
