@@ -65,11 +65,17 @@ class K8sPilotFixtures:
         monkeypatch.setenv("PILOT_COORDINATION_URL", redis_url)
         yield pilot_env
         store = pilot_env.session.store(redis_url)
+        urls = {SERVICE_URL}
         for pilot in store.find_pilots(LIVE_PILOT_STATES):
+            urls.add(pilot["description"]["service_url"])
             try:
                 cancel_pilot(pilot_env.session, store, pilot)
             except Exception as exc:  # best effort: the test has its verdict
                 print(f"could not cancel pilot {pilot['id']}: {exc}", file=sys.stderr)
+        for url in urls:  # stop the executors' watches before the cluster goes
+            close = getattr(pilot_env.session.adaptor(url), "close", None)
+            if close is not None:
+                close()
 
     @pytest.fixture
     def k8s_description(self, k8s_env: Any) -> dict[str, Any]:
@@ -83,6 +89,6 @@ class K8sPilotFixtures:
         """The official ``kubernetes`` client on the emulated cluster (context ``emulated``)."""
         from kubernetes import config
 
-        client = config.new_client_from_config(str(k8s_cluster.kubeconfig), context="emulated")
+        client = config.new_client_from_config(str(k8s_cluster.kubeconfig), context="emulated")  # type: ignore[no-untyped-call]
         yield client
         client.close()

@@ -261,6 +261,14 @@ class KubernetesAdaptor:
                 self._core = client.CoreV1Api(self.executor().api._client)
             return self._core
 
+    def close(self) -> None:
+        """Stop the executor's watches and close its connections (jobs are no longer followed)."""
+        with self._lock:
+            executor, self._executor, self._core = self._executor, None, None
+            self._jobs.clear()
+        if executor is not None:
+            executor.close()
+
     # --- the adaptor ---------------------------------------------------------------------
     def check(self, request: PilotJobRequest) -> JobSettings:
         """Refuse, before anything is stored or submitted, a pilot this adaptor can never run: a
