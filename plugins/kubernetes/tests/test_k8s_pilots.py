@@ -220,7 +220,25 @@ class TestK8sPilots(K8sPilotFixtures):
             pcs.create_pilot({**k8s_description, "extra": {"queue_depth": 3}})
         with pytest.raises(PilotError, match="one Pod on one node"):
             pcs.create_pilot({**k8s_description, "number_of_processes": 4, "processes_per_node": 2})
+        with pytest.raises(PilotError, match="not a Kubernetes namespace name"):
+            pcs.create_pilot({**k8s_description, "service_url": "k8s://emulated/Not_A_Namespace"})
         assert pcs.list_pilots() == []
+
+    def test_the_sites_pre_commands_run_before_the_agent(
+            self, k8s_env: Any, k8s_description: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        """Against the emulated API server: a site resource for the pilot's URL gives the agent's
+        Python and pre_commands; what they export reaches the units."""
+        site = k8s_env.root / "resources.toml"
+        site.write_text(f'[resources.emulated]\nservice_url = "{SERVICE_URL}"\npython = {json.dumps(sys.executable)}\n'
+                        'pre_commands = ["export GREETING=\'from the site\'"]\n')
+        monkeypatch.setenv("PILOT_SITE_CONFIG", str(site))
+        pilot = PilotComputeService().create_pilot({**k8s_description, "extra": {}})
+        running(pilot)
+        unit = pilot.submit_compute_unit({"executable": "/bin/echo", "arguments": ["$GREETING"]})
+        assert unit.wait(timeout=START) == State.Done, unit.get_details()["reason"]
+        output = Path(unit.get_local_working_directory() or "/nonexistent", "stdout.txt").read_text()
+        assert output == "from the site\n"
+        pilot.cancel()
 
     def test_an_unknown_namespace_fails_the_pilot_with_the_api_servers_message(
             self, k8s_description: dict[str, Any]) -> None:
@@ -229,3 +247,23 @@ class TestK8sPilots(K8sPilotFixtures):
         pilot = PilotComputeService().create_pilot({**k8s_description, "service_url": "k8s://emulated/no-such-namespace"})
         assert pilot.get_state() == State.Failed
         assert 'namespaces "no-such-namespace" not found' in (pilot.get_details()["reason"] or "")
+
+
+@pytest.mark.k8s_real
+def test_a_pilot_runs_a_unit_on_a_real_cluster(pilot_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the REAL cluster of $KUBECONFIG (opt-in; skipped otherwise): a pilot on
+    $PILOT_K8S_TEST_SERVICE_URL (default k8s://) with the image $PILOT_K8S_TEST_IMAGE and the
+    store $PILOT_K8S_TEST_STORE (a Redis URL the cluster's Pods reach) runs a unit Done, and
+    cancel ends it Canceled."""
+    store, image = os.environ.get("PILOT_K8S_TEST_STORE"), os.environ.get("PILOT_K8S_TEST_IMAGE")
+    if not store or not image:
+        pytest.skip("k8s_real: set PILOT_K8S_TEST_STORE (a Redis URL the Pods reach) and PILOT_K8S_TEST_IMAGE")
+    monkeypatch.setenv("PILOT_COORDINATION_URL", store)
+    pilot = PilotComputeService().create_pilot({
+        "service_url": os.environ.get("PILOT_K8S_TEST_SERVICE_URL", "k8s://"), "number_of_processes": 1,
+        "working_directory": "/tmp/pilot-work", "walltime": 10, "extra": {"image": image}})
+    running(pilot)
+    unit = pilot.submit_compute_unit({"executable": "/bin/true"})
+    assert unit.wait(timeout=START) == State.Done, unit.get_details()["reason"]
+    pilot.cancel()
+    assert pilot.get_state() == State.Canceled
