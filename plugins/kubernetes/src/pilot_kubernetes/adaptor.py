@@ -15,7 +15,8 @@ PSI/J executor ``kubernetes`` (``pilot_kubernetes.psij_executor``).
   walltime itself); ``extra.active_deadline_seconds`` sets that hard limit directly.
 - The agent reaches the store over the network: the embedded SQLite store is refused by
   ``check`` (so ``create_pilot`` raises). Its credentials reach the Pod through a Secret
-  (``pilot_kubernetes.credentials``), deleted on cancel and when the Job is seen to end.
+  (``pilot_kubernetes.credentials``) of the Job's name, deleted once the agent's container runs
+  (the executor's watch says so), on cancel, and when the Job is seen to end.
 - A Pod the scheduler cannot place stays ``Pending`` for ``extra.unschedulable_timeout`` seconds
   (default 300, for an autoscaler to add a node), then the pilot fails with the scheduler's
   message and its Job is deleted.
