@@ -217,6 +217,33 @@ def test_delete_with_propagation_removes_pods_and_kills_process(kube: Kube, poli
     assert process_gone(pid)
 
 
+def _own_session_sleeper(pid_file: Path, then: str) -> list[str]:
+    """A command that starts ``sleep 300`` in a session of its own, writes its pid, then ``then``."""
+    start = "import subprocess; p = subprocess.Popen(['sleep', '300'], start_new_session=True)"
+    return ["sh", "-c", f'{sys.executable} -c "{start}; print(p.pid)" > {pid_file}; {then}']
+
+
+def _pid_in(path: Path) -> int | None:
+    text = path.read_text().strip() if path.exists() else ""
+    return int(text) if text else None
+
+
+@pytest.mark.parametrize("end", ["exit", "delete"])
+def test_a_container_ends_with_every_process_it_started(kube: Kube, tmp_path: Path, end: str) -> None:
+    """As in a container's PID namespace, a process the container started in a session of its
+    own goes too when the container's main process exits, or when the Job is deleted."""
+    pid_file = tmp_path / "pid"
+    then = "exit 0" if end == "exit" else "exec sleep 300"
+    kube.batch.create_namespaced_job(NS, job_body("spawner", _own_session_sleeper(pid_file, then)))
+    pid = wait_for(lambda: _pid_in(pid_file), "the sleeper's pid")
+    if end == "delete":
+        kube.batch.delete_namespaced_job("spawner", NS, propagation_policy="Background")
+    else:
+        wait_for(lambda: kube.ended("spawner"), "the job to end")
+        assert "Complete" in job_conditions(kube.job("spawner"))
+    wait_for(lambda: process_gone(pid), "the sleeper to be killed")
+
+
 def test_delete_without_policy_orphans_pods_like_batch_v1(kube: Kube) -> None:
     """Without a propagationPolicy a Job's Pods are orphaned (batch/v1's default) and keep
     running; force-deleting the Pod (grace 0) kills its process."""

@@ -4,17 +4,19 @@ A thread that watches the Pods in the emulated cluster's state (no HTTP) and, fo
 schedules it on the node ``emulated-node`` or marks it ``PodScheduled=False``/``Unschedulable``
 (image ``fault/unschedulable``, a cpu request above the node's CPUs, or a ``nodeSelector`` the
 node's labels do not match); then runs its first container's ``command`` + ``args`` as a local
-process (the image is ignored; ``args`` alone run as the command) in a new session, with the
-container's ``env`` and ``envFrom`` (values, ``secretKeyRef``, ``fieldRef``; a missing Secret
-gives ``CreateContainerConfigError``) over a minimal base environment (:func:`default_base_env`),
-in ``workingDir`` (or a sandbox of its own), output to a log file the API serves as the Pod's log. Pod status moves
-through Pending, Running, Succeeded/Failed with container states running/terminated
-(``Completed``, ``Error``, ``StartError``, ``OOMKilled``). Faults by image: ``fault/image-pull``
-waits in ``ErrImagePull`` then ``ImagePullBackOff`` and never runs; ``fault/oom`` runs, then the
-process group is killed and reported ``OOMKilled``, exit 137. A Pod's own
-``activeDeadlineSeconds`` fails it with reason ``DeadlineExceeded``. Deleting a Pod sends
-SIGTERM to its process group, SIGKILL after the grace period, then removes the Pod. Volumes,
-init containers, probes, restarts and other Pods' cpu requests are not modelled.
+process (the image is ignored; ``args`` alone run as the command) under a shim (:mod:`.shim`,
+which ends every process of the container, whatever its session, when the main process ends or
+the container is killed, as a PID namespace does), with the container's ``env`` and ``envFrom``
+(values, ``secretKeyRef``, ``fieldRef``; a missing Secret gives ``CreateContainerConfigError``)
+over a minimal base environment (:func:`default_base_env`), in ``workingDir`` (or a sandbox of
+its own), output to a log file the API serves as the Pod's log. Pod status moves through
+Pending, Running, Succeeded/Failed with container states running/terminated (``Completed``,
+``Error``, ``StartError``, ``OOMKilled``). Faults by image: ``fault/image-pull`` waits in
+``ErrImagePull`` then ``ImagePullBackOff`` and never runs; ``fault/oom`` runs, then the
+container is killed and reported ``OOMKilled``, exit 137. A Pod's own ``activeDeadlineSeconds``
+fails it with reason ``DeadlineExceeded``. Deleting a Pod sends SIGTERM to its main process,
+kills the container after the grace period, then removes the Pod. Volumes, init containers,
+probes, restarts and other Pods' cpu requests are not modelled.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 NODE = "emulated-node"
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
+SHIM = Path(__file__).with_name("shim.py")
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -112,7 +115,7 @@ class Kubelet:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and SIGKILL every process group still running."""
+        """Stop the thread and kill every container still running (all its processes)."""
         self._stop.set()
         self._thread.join(timeout=10)
         with self._lock:
@@ -122,7 +125,11 @@ class Kubelet:
             for timer in container.timers:
                 timer.cancel()
         for container in containers:
-            container.process.wait()
+            try:
+                container.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # a wedged shim: its session at least goes
+                os.killpg(container.process.pid, signal.SIGKILL)
+                container.process.wait()
 
     def pids(self) -> dict[str, int]:
         """Process id per running Pod name (``namespace/name``), for tests."""
@@ -340,21 +347,29 @@ class Kubelet:
             message = f'failed to create containerd task: chdir to cwd ("{cwd}") failed: {error.strerror}'
             self._finish(ns, name, spec, started, code=128, reason="StartError", message=message)
             return
+        read_end, write_end = os.pipe()
         try:
             with logfile.open("ab") as out:
                 process = subprocess.Popen(
-                    argv,
+                    [sys.executable, "-I", str(SHIM), str(write_end), "--", *argv],
                     env=env,
                     cwd=cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    pass_fds=(write_end,),
                 )
-        except OSError as error:
+        finally:
+            os.close(write_end)
+        with os.fdopen(read_end) as status:
+            started_ok = status.read()
+        if started_ok != "ok":
+            process.wait()
+            problem = started_ok.removeprefix("error ") or "the container shim failed"
             message = (
                 "failed to create containerd task: failed to create shim task: OCI runtime create failed: "
-                f'runc create failed: unable to start container process: exec: "{argv[0]}": {error.strerror}: unknown'
+                f'runc create failed: unable to start container process: exec: "{argv[0]}": {problem}: unknown'
             )
             self._finish(ns, name, spec, started, code=128, reason="StartError", message=message)
             return
@@ -381,8 +396,9 @@ class Kubelet:
         timer.start()
 
     def _signal(self, container: _Container, sig: signal.Signals) -> None:
+        """SIGTERM to the container's main process, or (SIGKILL) kill the whole container, through its shim."""
         try:
-            os.killpg(container.process.pid, sig)
+            os.kill(container.process.pid, signal.SIGTERM if sig == signal.SIGTERM else signal.SIGUSR1)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -395,8 +411,7 @@ class Kubelet:
             timer.start()
 
     def _reap(self, container: _Container, spec: Obj) -> None:
-        code = container.process.wait()
-        self._signal(container, signal.SIGKILL)  # what outlived the leader goes with the container
+        code = container.process.wait()  # the shim ends once nothing of the container is left
         for timer in container.timers:
             timer.cancel()
         with self._lock:
