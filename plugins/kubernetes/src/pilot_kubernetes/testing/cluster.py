@@ -8,7 +8,7 @@ Why a server of our own rather than ``kmock`` (0.8, aiohttp): kmock serves every
 ``resourceVersion: "..."``, streams watches from "now" with no resume, no ``timeoutSeconds``,
 no ``410 Gone``, no label/field selectors on watches and no deletion propagation; those are
 exactly what the executor's one-watch-per-namespace design must be tested against. A
-``ThreadingHTTPServer`` with an in-memory store (about 1,000 lines here) does all of that,
+``ThreadingHTTPServer`` with an in-memory store (about 2,000 lines here) does all of that,
 starts in milliseconds and needs no extra dependency or event loop.
 """
 
