@@ -1,6 +1,7 @@
 """The adaptor conformance suite on k8s:// against the EMULATED Kubernetes API server
 (``pilot_kubernetes.testing``: an HTTP emulation on loopback, not Kubernetes; its test kubelet
-runs each Pod's command as a local process, so the agent's pid is one of this host's and the
+runs each Pod's command as a local process under a shim that ends every process of the
+container with it, as a PID namespace does; so the agent's pid is one of this host's and the
 suite's own kill_agent and freeze_agent work), with the test Redis as the store."""
 
 from __future__ import annotations
@@ -48,23 +49,3 @@ class TestK8sConformance(K8sPilotFixtures, AdaptorConformance):
             raise
         conditions = (job.status.conditions if job.status is not None else None) or []
         return not any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
-
-    # The emulated kubelet ends only the process group of a container's main process when that
-    # process dies; the agent starts each unit in a process group of its own, so a unit outlives
-    # its killed (or, after the grace period, frozen) agent there. In a real container the PID
-    # namespace ends with its first process and takes every unit along. Strict: these two pass
-    # (and must then lose the mark) once the emulated kubelet ends the container's whole session.
-    _KUBELET_GAP = ("the emulated kubelet kills only the container's process group, not the units' own groups "
-                    "(a real container's PID namespace ends them all)")
-
-    @pytest.mark.xfail(strict=True, reason=_KUBELET_GAP)
-    def test_agent_killed_from_outside_fails_the_pilot(self, pilot_description: dict[str, Any],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-        """As the suite's, on the emulated API server (see _KUBELET_GAP)."""
-        super().test_agent_killed_from_outside_fails_the_pilot(pilot_description, monkeypatch)
-
-    @pytest.mark.xfail(strict=True, reason=_KUBELET_GAP)
-    def test_silent_agent_fails_the_pilot_after_the_heartbeat_timeout(
-            self, pilot_description: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-        """As the suite's, on the emulated API server (see _KUBELET_GAP)."""
-        super().test_silent_agent_fails_the_pilot_after_the_heartbeat_timeout(pilot_description, monkeypatch)
