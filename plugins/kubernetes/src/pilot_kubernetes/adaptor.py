@@ -259,7 +259,7 @@ class KubernetesAdaptor:
             if self._core is None:
                 from kubernetes import client
 
-                self._core = client.CoreV1Api(self.executor().api._client)
+                self._core = client.CoreV1Api(self.executor().api.api_client)
             return self._core
 
     def close(self) -> None:
