@@ -236,3 +236,56 @@ def test_every_pilot_of_a_relay_is_canceled_with_its_service(pilot_env: PilotEnv
     wait_for(lambda: pilot.get_state() == State.Running, 30, "relay pilot running")
     pcs.cancel()
     assert pilot.get_state() == State.Canceled
+
+
+class CheckedAdaptors:
+    """Registers ``small://``: fork pilots of at most 2 slots, refused by ``check`` above that;
+    its adaptor records whether the session closed it."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def _small(self, service_url: str) -> ResourceAdaptor:
+        fork = BUILTINS.adaptor_for("fork").factory(service_url)
+        plugin = self
+
+        class Small:
+            def check(self, request: Any) -> None:
+                if request.description.number_of_processes > 2:
+                    raise PilotError("small:// pilots have at most 2 slots", key="number_of_processes")
+
+            def submit(self, request: Any) -> str:
+                return fork.submit(request)
+
+            def status(self, native_id: str) -> Any:
+                return fork.status(native_id)
+
+            def cancel(self, native_id: str) -> None:
+                fork.cancel(native_id)
+
+            def close(self) -> None:
+                plugin.closed += 1
+
+        return Small()
+
+    @hookimpl
+    def pilot_resource_adaptors(self) -> list[ResourceAdaptorRecord]:
+        return [ResourceAdaptorRecord(name="small", schemes=("small",), factory=self._small)]
+
+
+def test_an_adaptor_check_refuses_at_create_pilot_and_close_runs_with_the_session(pilot_env: PilotEnv) -> None:
+    """``check(request)`` refuses before anything is stored or submitted: ``create_pilot``
+    raises, no pilot record exists; ``Session.close()`` closes the adaptor."""
+    plugin = CheckedAdaptors()
+    session = _session(small=plugin)
+    pcs = PilotComputeService(session=session)
+    with pytest.raises(PilotError, match="at most 2 slots"):
+        pcs.create_pilot({"service_url": "small://localhost", "number_of_processes": 3,
+                          "working_directory": str(pilot_env.work)})
+    assert pcs.list_pilots() == []
+    pilot = pcs.create_pilot({"service_url": "small://localhost", "number_of_processes": 2,
+                              "working_directory": str(pilot_env.work)})
+    wait_for(lambda: pilot.get_state() == State.Running, 30, "small pilot running")
+    pcs.cancel()
+    session.close()
+    assert plugin.closed == 1

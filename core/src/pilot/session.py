@@ -109,8 +109,17 @@ class Session:
             return backend
 
     def close(self) -> None:
-        """Close every store and data backend opened by this session."""
+        """Close every store, data backend and adaptor (those with ``close()``) opened by this
+        session."""
         with self._lock:
+            for adaptor in self._adaptors.values():
+                close = getattr(adaptor, "close", None)
+                try:
+                    if close is not None:
+                        close()
+                except Exception as exc:  # closing is best effort
+                    get_logger().debug("resource adaptor close failed", error=str(exc))
+            self._adaptors.clear()
             for backend in self._backends.values():
                 try:
                     backend.close()

@@ -34,7 +34,12 @@ class NativeStatus:
 
 
 class ResourceAdaptor(Protocol):
-    """Submits pilot jobs that run the agent, reports their state, cancels them."""
+    """Submits pilot jobs that run the agent, reports their state, cancels them.
+
+    Optional methods the core calls when an adaptor has them: ``check(request)``, before
+    anything is stored or submitted (a ``PilotError`` there is raised by ``create_pilot``: a pilot
+    the adaptor can never run), and ``close()``, when the session closes (watch threads,
+    connections)."""
 
     def submit(self, request: PilotJobRequest) -> str:
         """Submit the job; return its native id. Raise ``PilotError`` when it is rejected."""
