@@ -563,3 +563,34 @@ def test_watch_resumes_after_expiry_with_a_fresh_list(
     gate.touch()
     status = job.wait(timeout=WAIT)
     assert status is not None and status.state == JobState.COMPLETED
+
+
+def test_in_cluster_configuration_from_the_service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           executors: list[KubernetesJobExecutor]) -> None:
+    """Inside a Pod (no kubeconfig; ``KUBERNETES_SERVICE_HOST``/``PORT`` and the service account's
+    token, CA and namespace) the executor configures itself in-cluster, over HTTPS, and uses the
+    service account's namespace. Against the EMULATED API server (``tls=True``, a throw-away
+    certificate); the service-account files Kubernetes mounts at /var/run/secrets/... are a
+    directory of the test, so the client's two path constants (and ours) point there."""
+    from kubernetes.config import incluster_config
+
+    from pilot_kubernetes import k8s_api
+
+    with EmulatedCluster(tmp_path / "k8s", tls=True) as cluster:
+        account = tmp_path / "serviceaccount"
+        for name, value in cluster.service_account(account, namespace="other").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config to prefer
+        monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(account / "token"))
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(account / "ca.crt"))
+        monkeypatch.setattr(k8s_api, "SERVICE_ACCOUNT_NAMESPACE", account / "namespace")
+        executor = psij.JobExecutor.get_instance("kubernetes", config=KubernetesExecutorConfig())
+        assert isinstance(executor, KubernetesJobExecutor)
+        executors.append(executor)
+        assert executor.namespace == "other"
+        job = _job("/bin/sh", "-c", "exit 0")
+        assert _run(executor, job).state == JobState.COMPLETED
+        assert str(job.native_id).startswith("other/")
+        executor.close()
+        executors.remove(executor)

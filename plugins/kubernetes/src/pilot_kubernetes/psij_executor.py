@@ -101,6 +101,7 @@ class _Tracked:
     cancel_requested: bool = False
     unschedulable_since: float | None = None
     last: tuple[JobState, str | None] = (JobState.NEW, None)
+    abandon: bool = False  # delete the Job once its FAILED status is applied (Kubernetes keeps it pending)
     timers: list[threading.Timer] = field(default_factory=list)
     mirrors: list[Job] = field(default_factory=list)  # more Job objects attached to the same Job
 
@@ -347,8 +348,7 @@ class KubernetesJobExecutor(JobExecutor):
             exit_code=decision.exit_code,
             metadata=self._meta(tracked, decision),
         )
-        if decision.abandon:
-            threading.Thread(target=self._abandon, args=(tracked,), daemon=True).start()
+        tracked.abandon = decision.abandon
         return status
 
     def _unschedulable(self, tracked: _Tracked, decision: Decision) -> Decision:
@@ -404,6 +404,8 @@ class KubernetesJobExecutor(JobExecutor):
                 self._replace_message(job, status)
             else:
                 self._set_job_status(job, status)
+        if status.final and tracked.abandon:  # only now: its deletion must not read as a cancel
+            threading.Thread(target=self._abandon, args=(tracked,), daemon=True).start()
 
     def _replace_message(self, job: Job, status: JobStatus) -> None:
         """Report a new message in the same state (PSI/J's setter ignores same-state updates)."""

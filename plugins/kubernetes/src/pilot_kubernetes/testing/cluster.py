@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import ssl
+import subprocess
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -35,8 +38,10 @@ class EmulatedCluster:
     resourceVersion get 410 Gone. Use as a context manager or call start()/stop().
     """
 
-    def __init__(self, workdir: str | Path, cpus: float = 8, base_env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: str | Path, cpus: float = 8, base_env: dict[str, str] | None = None,
+                 tls: bool = False) -> None:
         self.workdir = Path(workdir)
+        self._tls = tls
         self.state = ClusterState()
         self._token = secrets.token_urlsafe(24)
         self._cpus = cpus
@@ -69,6 +74,8 @@ class EmulatedCluster:
         """Serve the API on a free loopback port and start the job controller and kubelet."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._server = EmulatedApiServer(self.state, self._token, self._log_path)
+        if self._tls:
+            self._serve_tls(self._server)
         self._kubelet = Kubelet(self.state, self.workdir, self._server.server_address[1], self._cpus, self._base_env)
         self._jobs = JobController(self.state)
         self._serving = threading.Thread(
@@ -79,6 +86,37 @@ class EmulatedCluster:
         self._kubelet.start()
         self._write_kubeconfig()
         return self
+
+    def _serve_tls(self, server: EmulatedApiServer) -> None:
+        """HTTPS with a throw-away self-signed certificate for 127.0.0.1 (``ca_cert``)."""
+        key = self.workdir / "apiserver.key"
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise RuntimeError("EmulatedCluster(tls=True) needs the openssl command")
+        subprocess.run([openssl, "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "1",
+                        "-subj", "/CN=emulated-apiserver", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(self.ca_cert)], check=True, capture_output=True)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        server.scheme = "https"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The certificate of the HTTPS server (``tls=True``), which is also its CA."""
+        return self.workdir / "apiserver.crt"
+
+    def service_account(self, directory: Path, namespace: str = "default") -> dict[str, str]:
+        """Write what Kubernetes mounts into a Pod for its service account (``token``,
+        ``ca.crt``, ``namespace``) into ``directory``; return the environment a Pod gets
+        (``KUBERNETES_SERVICE_HOST``/``PORT``). Needs ``tls=True``: in-cluster clients use HTTPS."""
+        if not self._tls or self._server is None:
+            raise RuntimeError("service_account() needs a started EmulatedCluster(tls=True)")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self._token)
+        (directory / "ca.crt").write_bytes(self.ca_cert.read_bytes())
+        (directory / "namespace").write_text(namespace)
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self._server.server_address[1])}
 
     def stop(self) -> None:
         """Stop serving, end every watch and kill every Pod's process group."""
@@ -107,7 +145,9 @@ class EmulatedCluster:
             "apiVersion": "v1",
             "kind": "Config",
             "current-context": "emulated",
-            "clusters": [{"name": "emulated", "cluster": {"server": self.server_url}}],
+            "clusters": [{"name": "emulated", "cluster": {"server": self.server_url,
+                                                          **({"certificate-authority": str(self.ca_cert)}
+                                                             if self._tls else {})}}],
             "users": [{"name": "emulated", "user": {"token": self._token}}],
             "contexts": [
                 {"name": "emulated", "context": {"cluster": "emulated", "user": "emulated", "namespace": "default"}},

@@ -55,6 +55,7 @@ class EmulatedApiServer(ThreadingHTTPServer):
         self.token = token
         self.logs = logs
         self.requests = 0
+        self.scheme = "http"  # "https" once EmulatedCluster(tls=True) wrapped the socket
         self._count_lock = threading.Lock()
 
     def count(self) -> None:
@@ -64,8 +65,8 @@ class EmulatedApiServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        """``http://127.0.0.1:<port>`` (``https`` with TLS)."""
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -108,7 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self.server.count()
         try:
-            if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or credential != self.server.token:  # RFC 7235: any case
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             self._route(method)
         except ApiError as error:
