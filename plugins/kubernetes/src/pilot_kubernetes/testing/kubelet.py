@@ -43,6 +43,10 @@ SHIM = Path(__file__).with_name("shim.py")
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
+#: The Pod status an activeDeadlineSeconds kill leaves, as the real kubelet words it.
+_DEADLINE = ("DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+
+
 @dataclass
 class _Container:
     """A running container process (one per Pod)."""
@@ -424,25 +428,11 @@ class Kubelet:
                 self._state.remove("pods", container.namespace, container.name)
             elif container.killed_for == "oom":
                 self._finish(container.namespace, container.name, spec, container.started, code=137, reason="OOMKilled")
-            elif container.killed_for == "deadline":
-                self._finish(
-                    container.namespace,
-                    container.name,
-                    spec,
-                    container.started,
-                    code=exit_code,
-                    reason="Error",
-                    pod_reason=("DeadlineExceeded", "Pod was active on the node longer than the specified deadline"),
-                )
             else:
-                self._finish(
-                    container.namespace,
-                    container.name,
-                    spec,
-                    container.started,
-                    code=exit_code,
-                    reason="Completed" if exit_code == 0 else "Error",
-                )
+                deadline = container.killed_for == "deadline"
+                self._finish(container.namespace, container.name, spec, container.started, code=exit_code,
+                             reason="Completed" if exit_code == 0 and not deadline else "Error",
+                             pod_reason=_DEADLINE if deadline else None)
         except ApiError:
             pass  # the Pod was removed meanwhile
 
