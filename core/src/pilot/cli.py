@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+
+#: Entry point group of commands that plugins add: ``pilot NAME ARGS`` calls ``main(ARGS)``.
+COMMANDS_GROUP = "pilot.commands"
+
+
+def plugin_commands() -> dict[str, EntryPoint]:
+    """Sub-commands installed plugins add (``[project.entry-points."pilot.commands"]``), by name."""
+    builtin = {"plugins", "version", "new-plugin", "bench"}
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in builtin}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--dir", type=Path, default=None, help="where to write it (default: ./pilot-NAME)")
     bench = sub.add_parser("bench", help="run the throughput benchmark", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
+    commands = plugin_commands()
+    for name, entry in sorted(commands.items()):
+        plugin = sub.add_parser(name, help=f"commands of plugin {entry.dist.name if entry.dist else name}",
+                                add_help=False)
+        plugin.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command in commands:
+        run: Callable[[list[str]], int] = commands[args.command].load()
+        return run(args.rest)
     if args.command == "version":
         from pilot import version
 

@@ -130,11 +130,16 @@ def load_file(path: Path) -> dict[str, dict[str, Any]]:
         match = re.search(r"\(at line (\d+)", str(exc))
         line = f"line {match.group(1)}: " if match else ""
         raise PilotError(f"{path}: {line}not valid TOML: {exc}") from None
+    sections = plugin_sections()
     for top in data:
-        if top != "resources":
-            near = difflib.get_close_matches(top, ["resources"], n=1)
+        if top in sections:
+            if not isinstance(data[top], dict):
+                raise _fail(path, text, None, top, f"[{top}] must be a table (the settings of plugin {top!r})")
+        elif top != "resources":
+            near = difflib.get_close_matches(top, ["resources", *sections], n=1)
             raise _fail(path, text, None, top, "unknown top-level key; resources are defined under "
-                        "[resources.<name>]" + (f" (did you mean {near[0]!r}?)" if near else ""))
+                        "[resources.<name>], a plugin's settings under [<plugin name>]"
+                        + (f" (did you mean {near[0]!r}?)" if near else ""))
     resources = data.get("resources", {})
     if not isinstance(resources, dict):
         raise _fail(path, text, None, "resources", "must be a table of [resources.<name>] tables")
@@ -150,6 +155,51 @@ def load_file(path: Path) -> dict[str, dict[str, Any]]:
             if problem:
                 raise _fail(path, text, name, key, f"{problem}, got {value!r}")
     return resources
+
+
+def plugin_sections() -> frozenset[str]:
+    """Top-level tables a site file may hold besides ``resources``: one per installed plugin
+    distribution (entry point of group ``pilot``), holding that plugin's settings."""
+    from importlib.metadata import entry_points
+
+    return frozenset(ep.name for ep in entry_points(group="pilot"))
+
+
+def load_section(name: str, paths: Sequence[Path] | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A plugin's ``[name]`` table from every site file, merged key by key (later files win;
+    sub-tables are merged too), and the files it came from. Files are read and checked as for
+    resources, each time this is called."""
+    merged: dict[str, Any] = {}
+    sources: list[str] = []
+    for path in config_paths() if paths is None else paths:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PilotError(f"{path}: cannot read site configuration: {exc.strerror or exc}") from None
+        load_file(path)  # checks the whole file: a bad one fails naming file, line and key
+        table = tomllib.loads(text).get(name)
+        if isinstance(table, dict):
+            _merge(merged, table)
+            sources.append(str(path))
+    return merged, tuple(sources)
+
+
+def _merge(into: dict[str, Any], table: Mapping[str, Any]) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, dict) else value
+
+
+def section_line(path: str, table: str, key: str | None) -> int:
+    """Best-effort line of ``key`` in ``[table]`` of site file ``path`` (for error messages)."""
+    try:
+        return _line_of(Path(path).read_text(), table, key)
+    except OSError:
+        return 1
 
 
 def load_resources(paths: Sequence[Path] | None = None) -> dict[str, SiteResource]:

@@ -170,9 +170,13 @@ def store_sources(session: Session, du_id: str, replica: Mapping[str, Any], item
     options = replica.get("options") or {}
     if items:
         session.data_backend(place).create_place(place, options)
+    local = [i for i in items if i.path is not None]
+    stored = dict(zip((i.name for i in local), transfer.put_files(
+        session, [(str(i.path), transfer.join(place, i.name), i.info) for i in local], options) if local else [],
+        strict=True))
     entries = {}
     for item in items:
-        got = item.store_at(session, transfer.join(place, item.name), options)
+        got = stored.get(item.name) or item.store_at(session, transfer.join(place, item.name), options)
         entries[FILE + item.name] = {"size": got.size, "checksum": got.checksum or item.info.checksum,
                                      "local": item.url}
     return entries
@@ -184,9 +188,9 @@ def copy_replica(session: Session, du_id: str, data: Mapping[str, Any], src: Map
     files = files_of(data)
     src_place, dst_place = du_place(src, du_id), du_place(dst, du_id)
     session.data_backend(dst_place).create_place(dst_place, dst.get("options") or {})
-    for name in names if names is not None else sorted(files):
-        transfer.copy(session, transfer.join(src_place, name), src.get("options") or {},
-                      transfer.join(dst_place, name), dst.get("options") or {}, expected=info_of(files[name], name))
+    transfer.copy_files(session, [(transfer.join(src_place, name), transfer.join(dst_place, name),
+                                   info_of(files[name], name)) for name in (sorted(files) if names is None else names)],
+                        src.get("options") or {}, dst.get("options") or {})
 
 
 def add_files(session: Session, store: CoordinationStore, du_id: str, urls: Sequence[str]) -> list[str]:
@@ -273,7 +277,7 @@ def fetch(session: Session, du_id: str, data: Mapping[str, Any], directory: str,
     backend = session.data_backend(place)
     options = replica.get("options") or {}
     os.makedirs(directory, exist_ok=True)
-    out = []
+    out, fetching = [], []
     for name, entry in sorted(files_of(data).items()):
         url, dst = transfer.join(place, name), os.path.join(directory, name)
         src = backend.local_path(url) if link else None
@@ -283,6 +287,8 @@ def fetch(session: Session, du_id: str, data: Mapping[str, Any], directory: str,
             link_or_copy(src, dst)
             transfer.verify(transfer.local_info(dst), info_of(entry, name), f"linking {url}")
         else:
-            transfer.get(session, url, dst, options, info_of(entry, name))
+            fetching.append((url, dst, info_of(entry, name)))
         out.append(dst)
+    if fetching:
+        transfer.get_files(session, fetching, options)
     return out

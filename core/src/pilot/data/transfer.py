@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tenacity
 
 from pilot.errors import PilotError, TransientDataError
-from pilot.plugin.types import FileInfo
+from pilot.plugin.types import BatchDataBackend, DataBackend, FileInfo
 
 if TYPE_CHECKING:
     from pilot.session import Session
@@ -83,7 +83,10 @@ def put(session: Session, local_path: str, url: str, options: Mapping[str, Any],
     """Store a local file at a backend URL, verified."""
     expected = expected or local_info(local_path)
     backend = session.data_backend(url)
-    got = retried(backend.put, local_path, url, options)
+    return _verify_put(retried(backend.put, local_path, url, options), expected, local_path, url)
+
+
+def _verify_put(got: FileInfo, expected: FileInfo, local_path: str, url: str) -> FileInfo:
     if got.checksum and not expected.checksum:
         from pilot.files import sha256_of
 
@@ -111,3 +114,56 @@ def copy(session: Session, src: str, src_options: Mapping[str, Any], dst: str, d
         local = os.path.join(tmp, "data")
         fetched = get(session, src, local, src_options, expected)
         return put(session, local, dst, dst_options, fetched)
+
+
+def batch_of(backend: DataBackend, method: str) -> BatchDataBackend | None:
+    """``backend`` when it has the ``BatchDataBackend`` method ``method``, else None."""
+    return cast(BatchDataBackend, backend) if callable(getattr(backend, method, None)) else None
+
+
+def put_files(session: Session, items: Sequence[tuple[str, str, FileInfo | None]],
+              options: Mapping[str, Any]) -> list[FileInfo]:
+    """Store ``(local_path, url, expected)`` items (all in one place), verified: in one batch
+    when the backend has ``put_many``."""
+    batch = batch_of(session.data_backend(items[0][1]), "put_many") if len(items) > 1 else None
+    if batch is None:
+        return [put(session, path, url, options, expected) for path, url, expected in items]
+    expected = [e or local_info(path) for path, _, e in items]
+    got = retried(batch.put_many, [(path, url) for path, url, _ in items], options)
+    return [_verify_put(g, e, path, url) for g, e, (path, url, _) in zip(got, expected, items, strict=True)]
+
+
+def get_files(session: Session, items: Sequence[tuple[str, str, FileInfo | None]],
+              options: Mapping[str, Any]) -> list[FileInfo]:
+    """Fetch ``(url, local_path, expected)`` items (all from one place), verified: in one batch
+    when the backend has ``get_many``."""
+    batch = batch_of(session.data_backend(items[0][0]), "get_many") if len(items) > 1 else None
+    if batch is None:
+        return [get(session, url, path, options, expected) for url, path, expected in items]
+    got = retried(batch.get_many, [(url, path) for url, path, _ in items], options)
+    return [verify(g, e, f"fetching {url}") for g, (url, _, e) in zip(got, items, strict=True)]
+
+
+def copy_files(session: Session, items: Sequence[tuple[str, str, FileInfo | None]], src_options: Mapping[str, Any],
+               dst_options: Mapping[str, Any]) -> list[FileInfo]:
+    """Copy ``(src_url, dst_url, expected)`` items (one source place, one destination place),
+    verified, in as few operations as the backends allow: one ``copy_many`` inside a backend
+    that has it, one ``put_many`` from files on this host, one ``get_many`` into them."""
+    if not items:
+        return []
+    src_backend, dst_backend = session.data_backend(items[0][0]), session.data_backend(items[0][1])
+    if len(items) > 1:
+        copier = batch_of(src_backend, "copy_many") if src_backend is dst_backend else None
+        if copier is not None:
+            options = {**src_options, **dst_options}
+            got = retried(copier.copy_many, [(src, dst) for src, dst, _ in items], options)
+            return [verify(g, e, f"copying {src} to {dst}") for g, (src, dst, e) in zip(got, items, strict=True)]
+        local_sources = [src_backend.local_path(src) for src, _, _ in items]
+        if batch_of(dst_backend, "put_many") is not None and all(local_sources):
+            return put_files(session, [(cast(str, path), dst, e)
+                                       for path, (_, dst, e) in zip(local_sources, items, strict=True)], dst_options)
+        local_targets = [dst_backend.local_path(dst) for _, dst, _ in items]
+        if batch_of(src_backend, "get_many") is not None and all(local_targets):
+            return get_files(session, [(src, cast(str, path), e)
+                                       for path, (src, _, e) in zip(local_targets, items, strict=True)], src_options)
+    return [copy(session, src, src_options, dst, dst_options, expected=e) for src, dst, e in items]

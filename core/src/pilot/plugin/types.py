@@ -195,6 +195,23 @@ class DataBackend(Protocol):
         """Release connections."""
 
 
+class BatchDataBackend(DataBackend, Protocol):
+    """Optional methods of a backend that moves many files in one operation (one Globus Transfer
+    task for a whole DataUnit). When a backend has them the core hands it a DataUnit's files at
+    once, for replication and copies (``copy_many``), storing local files (``put_many``) and
+    fetching them (``get_many``); otherwise it calls ``copy``, ``put`` and ``get`` per file.
+    Every pair is within one place of this backend; answers are in the order of ``pairs``."""
+
+    def copy_many(self, pairs: Sequence[tuple[str, str]], options: Mapping[str, Any]) -> list[FileInfo]:
+        """Copy each ``(src_url, dst_url)`` (both URLs of this backend)."""
+
+    def put_many(self, pairs: Sequence[tuple[str, str]], options: Mapping[str, Any]) -> list[FileInfo]:
+        """Store each ``(local_path, url)``."""
+
+    def get_many(self, pairs: Sequence[tuple[str, str]], options: Mapping[str, Any]) -> list[FileInfo]:
+        """Fetch each ``(url, local_path)``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataBackendRecord:
     """Registers a data backend for URL schemes; ``factory()`` builds one (one per session)."""
