@@ -53,10 +53,8 @@ class CollectionHTTPS:
         session = getattr(self._local, "session", None)
         if session is None:
             import requests
-            from globus_sdk.config import get_ssl_verify
 
             session = requests.Session()
-            session.verify = get_ssl_verify()
             self._local.session = session
         return session
 
@@ -66,7 +64,7 @@ class CollectionHTTPS:
     def _request(self, method: str, collection: str, path: str, *, body_path: str | None = None,
                  stream: bool = False) -> requests.Response:
         import requests
-        from globus_sdk.config import get_http_timeout
+        from globus_sdk.config import get_http_timeout, get_ssl_verify
 
         what = f"{method} {path} on collection {collection}"
         for renew in (False, True):
@@ -75,12 +73,14 @@ class CollectionHTTPS:
                 if body_path is not None:
                     with open(body_path, "rb") as body:
                         response = self._session().request(method, self._url(collection, path), data=body,
-                                                           headers=headers, timeout=get_http_timeout() or 60)
+                                                           headers=headers, timeout=get_http_timeout() or 60,
+                                                           verify=get_ssl_verify())
                 else:
                     response = self._session().request(method, self._url(collection, path), headers=headers,
-                                                       stream=stream, timeout=get_http_timeout() or 60)
+                                                       stream=stream, timeout=get_http_timeout() or 60,
+                                                       verify=get_ssl_verify())
             except requests.exceptions.SSLError as exc:
-                raise PilotError(f"{what}: TLS verification failed ({type(exc).__name__}); the collection's "
+                raise PilotError(f"{what}: TLS verification failed ({exc}); the collection's "
                                  "certificate is not trusted (GLOBUS_SDK_VERIFY_SSL may name a CA bundle)") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise TransientDataError(f"{what}: {type(exc).__name__}") from None
