@@ -71,6 +71,7 @@ class DataUnit(StoredObject):
                 "files": sorted(files), "pilot_data": [urls.make(self._store.url, "pilot-data", pd)
                                                        for pd in rec.complete_replicas(data)],
                 "replicas": {pd: r.get("state") for pd, r in rec.replicas_of(data).items()},
+                "replica_reasons": {pd: r["reason"] for pd, r in rec.replicas_of(data).items() if r.get("reason")},
                 "size": sum(int(f["size"]) for f in files.values()), "reason": data.get("reason"),
                 "submitted": data.get("submitted"), "description": data.get("description") or {}}
 
@@ -283,7 +284,8 @@ _WHERE_CREDENTIALS_GO = (
     "credentials are never stored with a PilotData (its extra is kept in the coordination store). "
     "SFTP authenticates with SSH keys: name a key file in extra.identity_file or $PILOT_SSH_IDENTITY, "
     "or load the key into the SSH agent; a Redis password goes in the store URL once or in the "
-    "credentials file (see pilot-redis)")
+    "credentials file (see pilot-redis); Globus logs in with `pilot globus login` or a client credentials "
+    "file named in the site configuration (see pilot-globus)")
 
 
 def _secret_key(key: str) -> bool:

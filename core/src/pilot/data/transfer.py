@@ -7,10 +7,12 @@ write under temporary names and rename, so no half file ever carries its final n
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tenacity
@@ -98,8 +100,24 @@ def get(session: Session, url: str, local_path: str, options: Mapping[str, Any],
         expected: FileInfo | None = None) -> FileInfo:
     """Fetch a backend URL into a local file, verified against ``expected``."""
     backend = session.data_backend(url)
-    got = retried(backend.get, url, local_path, options)
-    return verify(got, expected, f"fetching {url}")
+    with _landing(local_path) as temp:
+        got = verify(retried(backend.get, url, temp, options), expected, f"fetching {url}")
+    return got
+
+
+@contextlib.contextmanager
+def _landing(local_path: str) -> Iterator[str]:
+    """A temporary name beside ``local_path`` to fetch into: renamed to ``local_path`` when the
+    block ends well (the fetched file verified), removed otherwise."""
+    target = os.path.abspath(local_path)
+    temp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.pilot-fetch-{secrets.token_hex(6)}")
+    try:
+        yield temp
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def copy(session: Session, src: str, src_options: Mapping[str, Any], dst: str, dst_options: Mapping[str, Any], *,
@@ -140,8 +158,10 @@ def get_files(session: Session, items: Sequence[tuple[str, str, FileInfo | None]
     batch = batch_of(session.data_backend(items[0][0]), "get_many") if len(items) > 1 else None
     if batch is None:
         return [get(session, url, path, options, expected) for url, path, expected in items]
-    got = retried(batch.get_many, [(url, path) for url, path, _ in items], options)
-    return [verify(g, e, f"fetching {url}") for g, (url, _, e) in zip(got, items, strict=True)]
+    with contextlib.ExitStack() as landings:
+        temps = [landings.enter_context(_landing(path)) for _, path, _ in items]
+        got = retried(batch.get_many, [(url, temp) for (url, _, _), temp in zip(items, temps, strict=True)], options)
+        return [verify(g, e, f"fetching {url}") for g, (url, _, e) in zip(got, items, strict=True)]
 
 
 def copy_files(session: Session, items: Sequence[tuple[str, str, FileInfo | None]], src_options: Mapping[str, Any],

@@ -270,7 +270,8 @@ class GlobusBackend:
             out.append("/" + os.path.relpath(real, root))
         return settings.local_collection, out
 
-    def _each(self, func: Callable[[tuple[str, str]], FileInfo], pairs: Sequence[tuple[str, str]]) -> builtins.list[FileInfo]:
+    def _each(self, func: Callable[[tuple[str, str]], FileInfo],
+              pairs: Sequence[tuple[str, str]]) -> builtins.list[FileInfo]:
         if len(pairs) == 1:
             return [func(pairs[0])]
         with concurrent.futures.ThreadPoolExecutor(min(HTTPS_THREADS, len(pairs))) as pool:
