@@ -282,6 +282,13 @@ class FakeGlobus:
         """Expire every access token issued so far (refresh tokens keep working)."""
         self._services()[0].expire_all()
 
+    def issued_secrets(self) -> set[str]:
+        """Every access token, refresh token and client secret the fake knows (for leak checks)."""
+        auth = self._services()[0]
+        with self._lock:
+            return ({*auth.access_tokens, *(g.refresh_token for g in auth.access_tokens.values() if g.refresh_token),
+                     *(s for s in auth.clients.values() if s)})
+
     def transfer_calls(self) -> list[tuple[str, str, str]]:
         """The Transfer API entries of ``calls``."""
         with self._lock:
