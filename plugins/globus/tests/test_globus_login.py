@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from globus_helpers import write_site
 
 from pilot import PilotError
 from pilot_globus.backend import GlobusBackend
 from pilot_globus.testing import FakeGlobus
+
+from globus_helpers import write_site
 
 
 class User:
