@@ -85,7 +85,8 @@ def test_a_failed_task_reports_its_fatal_error_and_events(mocked: responses.Requ
         "fatal_error": {"code": "PERMISSION_DENIED", "description": "permission denied"}}), requests_mock=mocked)
     load_response(RegisteredResponse(service="transfer", path=f"/v0.10/task/{TASK_ID}/event_list", json={
         "DATA_TYPE": "event_list", "DATA": [{"DATA_TYPE": "event", "code": "PERMISSION_DENIED", "is_error": True,
-                                             "description": "Error (transfer)", "details": "/du/a: Permission denied"}]}),
+                                             "description": "Error (transfer)",
+                                             "details": "/du/a: Permission denied"}]}),
         requests_mock=mocked)
     with pytest.raises(PilotError) as caught:
         _backend().copy(f"globus://{SRC}/du/a", f"globus://{DST}/a", {})
