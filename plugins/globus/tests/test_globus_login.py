@@ -169,3 +169,42 @@ def test_login_without_a_client_id_explains_how_to_get_one(user: User) -> None:
     done = user.pilot_globus("login", approve=False)
     assert done.returncode == 1
     assert "native app client id" in done.stderr and "app.globus.org/settings/developers" in done.stderr
+
+
+def _hammer(token_dir: str, client_id: str, worker: int) -> None:
+    from globus_sdk.token_storage import TokenStorageData
+
+    from pilot_globus.auth import open_token_storage
+    from pilot_globus.config import GlobusSettings
+
+    storage = open_token_storage(GlobusSettings(client_id=client_id, token_dir=Path(token_dir)))
+    for n in range(60):
+        storage.store_token_data_by_resource_server({f"rs-{worker}": TokenStorageData(
+            f"rs-{worker}", None, "scope", f"token-{n}", None, 2_000_000_000, "Bearer")})
+
+
+def test_agents_refreshing_at_once_never_leave_a_torn_token_file(tmp_path: Path) -> None:
+    """Many processes (agents on many nodes) write the token file at once; every read sees a
+    whole file (globus-sdk's own JSONTokenStorage rewrites it in place, which tears)."""
+    import multiprocessing
+
+    from pilot_globus.auth import open_token_storage
+    from pilot_globus.config import GlobusSettings
+
+    client_id = str(uuid.uuid4())
+    settings = GlobusSettings(client_id=client_id, token_dir=tmp_path / "tokens")
+    reader = open_token_storage(settings)
+    workers = [multiprocessing.get_context("spawn").Process(target=_hammer, args=(str(settings.token_dir),
+                                                                                   client_id, w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    reads = 0
+    while any(w.is_alive() for w in workers):
+        reader.get_token_data_by_resource_server()  # raises on a torn file
+        reads += 1
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    final = reader.get_token_data_by_resource_server()
+    assert reads > 0 and final
+    assert stat.S_IMODE(os.stat(settings.token_dir / "tokens.json").st_mode) == 0o600

@@ -42,12 +42,46 @@ def token_file(settings: GlobusSettings) -> Path:
 
 
 def open_token_storage(settings: GlobusSettings) -> globus_sdk.token_storage.JSONTokenStorage:
-    """The login token store, its directory created private (0700) first."""
-    from globus_sdk.token_storage import JSONTokenStorage
+    """The login token store, its directory created private (0700) first. Writes replace the
+    file atomically: agents on many nodes may refresh tokens in it at the same time."""
+    import json
+    import tempfile
+    from collections.abc import Mapping
+
+    import globus_sdk
+    from globus_sdk.token_storage import JSONTokenStorage, TokenStorageData
+
+    class AtomicJSONTokenStorage(JSONTokenStorage):
+        def _replace(self, data: Mapping[str, object]) -> None:
+            directory = os.path.dirname(self.filepath)
+            with self.user_only_umask():
+                fd, temp = tempfile.mkstemp(prefix=".tokens-", dir=directory)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as out:
+                        json.dump(data, out)
+                    os.replace(temp, self.filepath)
+                except BaseException:
+                    os.unlink(temp)
+                    raise
+
+        def store_token_data_by_resource_server(self, token_data_by_resource_server: Mapping[str, TokenStorageData]
+                                                ) -> None:
+            data = self._load()
+            spaced = data["data"].setdefault(self.namespace, {})
+            for server, token_data in token_data_by_resource_server.items():
+                spaced[server] = token_data.to_dict()
+            data["globus-sdk.version"] = globus_sdk.__version__
+            self._replace(data)
+
+        def remove_token_data(self, resource_server: str) -> bool:
+            data = self._load()
+            popped = data["data"].get(self.namespace, {}).pop(resource_server, None)
+            self._replace(data)
+            return popped is not None
 
     settings.token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.token_dir, 0o700)
-    return JSONTokenStorage(token_file(settings), namespace=f"{APP_NAME}/{settings.client_id}")
+    return AtomicJSONTokenStorage(token_file(settings), namespace=f"{APP_NAME}/{settings.client_id}")
 
 
 class GlobusAuth:
