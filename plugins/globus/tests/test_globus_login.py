@@ -208,3 +208,30 @@ def test_agents_refreshing_at_once_never_leave_a_torn_token_file(tmp_path: Path)
     final = reader.get_token_data_by_resource_server()
     assert reads > 0 and final
     assert stat.S_IMODE(os.stat(settings.token_dir / "tokens.json").st_mode) == 0o600
+
+
+def test_an_agent_stages_with_the_users_login_read_from_the_token_file(user: User, pilot_env: object,
+                                                                       tmp_path: Path) -> None:
+    """The agent (a fork pilot's process) has no confidential client: it reads the tokens that
+    ``pilot globus login`` left, nothing from the coordination store."""
+    from pilot import ComputeDataService, PilotComputeService, PilotDataService, State
+
+    assert user.pilot_globus("login").returncode == 0
+    source = tmp_path / "in.txt"
+    source.write_text("from globus\n")
+    pds = PilotDataService()
+    pd = pds.create_pilot({"service_url": f"globus://a/agent-{uuid.uuid4().hex[:6]}"})
+    inputs = pd.submit_data_unit({"file_urls": [str(source)]})
+    outputs = pd.submit_data_unit({"file_urls": []})
+    assert inputs.wait(timeout=60) == State.Running
+    pcs = PilotComputeService()
+    pcs.create_pilot({"service_url": "fork://localhost", "number_of_processes": 1,
+                      "working_directory": str(tmp_path / "work")})
+    cds = ComputeDataService()
+    cds.add_pilot_compute_service(pcs)
+    unit = cds.submit_compute_unit({"executable": "cp", "arguments": ["in.txt", "out.txt"],
+                                    "input_data": [inputs.get_url()],
+                                    "output_data": [{outputs.get_url(): ["out.txt"]}]})
+    assert unit.wait(timeout=120) == State.Done, unit.get_details()["reason"]
+    assert [p.read_text() for p in user.root.rglob("out.txt")] == ["from globus\n"]
+    cds.cancel()
