@@ -108,6 +108,10 @@ class CoordinationStore(Protocol):
     def count_active(self, pilot_ids: Sequence[str]) -> dict[str, int]:
         """Slots held by unfinished units bound to each pilot."""
 
+    def count_units(self, *, cds_id: str | None = None, pilot_id: str | None = None) -> dict[str, int]:
+        """How many units are in each state (state value -> count; states with none left out),
+        of one service, of one pilot, or of the whole store: one query, no unit decoded."""
+
     def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
         """Apply many conditional updates at once; return, for each unit where an update
         applied, the state it had before (in the order of ``updates``)."""

@@ -355,6 +355,16 @@ class SQLiteStore:
             counts.update({row[0]: int(row[1]) for row in rows})
         return counts
 
+    def count_units(self, *, cds_id: str | None = None, pilot_id: str | None = None) -> dict[str, int]:
+        where, args = [], []
+        for column, value in (("cds_id", cds_id), ("pilot_id", pilot_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self._con().execute("SELECT state, COUNT(*) FROM units" + (" WHERE " + " AND ".join(where) if where
+                                                                          else "") + " GROUP BY state", args)
+        return {str(state): int(count) for state, count in rows}
+
     @_retrying
     def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
         encoded = [(update, _encode(update.changes, UNIT_FIELDS)) for update in updates]

@@ -263,6 +263,19 @@ class StoreConformance(QueueConformance):
                        {"id": "cu-2", "state": "Pending", "input_data": None, "claimed": False}]
         assert store.find_units(pilot_id="pilot-1", fields=("id",)) == [{"id": "cu-1"}]
 
+    def test_count_units_by_state_of_a_service_a_pilot_and_the_store(self, store: CoordinationStore) -> None:
+        """count_units counts units per state value, for one service, one pilot or all."""
+        store.insert_pilot(pilot_record("pilot-c"))
+        store.insert_units([unit_record(f"cu-c{n}", cds_id="cds-c") for n in range(5)]
+                           + [unit_record("cu-d0", cds_id="cds-d")])
+        store.bind_units([("cu-c0", "pilot-c"), ("cu-c1", "pilot-c")])
+        store.update_units([UnitUpdate("cu-c0", {"state": State.Done}), UnitUpdate("cu-c1", {"state": State.Failed})])
+        assert store.count_units(cds_id="cds-c") == {"Pending": 3, "Done": 1, "Failed": 1}
+        assert store.count_units(pilot_id="pilot-c") == {"Done": 1, "Failed": 1}
+        assert store.count_units(cds_id="cds-d") == {"Pending": 1}
+        assert store.count_units(cds_id="nobody") == {}
+        assert sum(store.count_units().values()) == 6
+
     def test_count_active_sums_slots_of_unfinished_units(self, store: CoordinationStore) -> None:
         """count_active counts the slots of bound units that are not final, per pilot."""
         store.insert_units([

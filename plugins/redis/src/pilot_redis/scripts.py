@@ -304,6 +304,23 @@ end
 return out
 """
 
+#: ARGV: P, '', index key, cds ('' any), pilot ('' any). Returns state, count, state, count...
+COUNT_UNITS = _PRELUDE + """
+local base, cds, pilot = ARGV[3], ARGV[4], ARGV[5]
+local counts, out = {}, {}
+for _, id in ipairs(redis.call('ZRANGE', base, 0, -1)) do
+  local v = redis.call('HMGET', P .. 'u:' .. id, 'state', 'cds_id', 'pilot_id')
+  if v[1] and (cds == '' or v[2] == cds) and (pilot == '' or v[3] == pilot) then
+    counts[v[1]] = (counts[v[1]] or 0) + 1
+  end
+end
+for state, n in pairs(counts) do
+  out[#out + 1] = state
+  out[#out + 1] = n
+end
+return out
+"""
+
 #: ARGV: P, '', index key, cds ('' any), pilot ('' any), states ('-' any, else comma separated),
 #: unbound '1'/'0', cancel_requested '1'/'0', limit (-1 none), constrained '1'/'0', fields
 #: (none: every field). Returns one array per match: HMGET values of the fields, or HGETALL.

@@ -82,7 +82,7 @@ class RedisStore:
             health_check_interval=30, retry=Retry(NoBackoff(), 0))
         self._scripts = {name: self._client.register_script(getattr(scripts, name)) for name in (
             "INSERT_UNITS", "UPDATE_UNITS", "BIND_UNITS", "UNBIND_UNITS", "CLAIM_UNITS", "COUNT_ACTIVE",
-            "FIND_UNITS", "INSERT_PILOT", "UPDATE_PILOT", "HEARTBEAT", "LINK")}
+            "FIND_UNITS", "COUNT_UNITS", "INSERT_PILOT", "UPDATE_PILOT", "HEARTBEAT", "LINK")}
         self._call(self._client.ping)
         self._check_schema()
 
@@ -359,6 +359,12 @@ class RedisStore:
             return {}
         sums = self._script("COUNT_ACTIVE", *pilot_ids)
         return {pid: int(total) for pid, total in zip(pilot_ids, sums, strict=True)}
+
+    def count_units(self, *, cds_id: str | None = None, pilot_id: str | None = None) -> dict[str, int]:
+        """Units by state, counted in one script over the smallest index that holds them."""
+        index = self._index(cds_id, pilot_id, None, False, False)
+        flat = self._script("COUNT_UNITS", index, cds_id or "", pilot_id or "")
+        return {bytes(flat[i]).decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     def update_units(self, updates: Sequence[UnitUpdate]) -> dict[str, str]:
         """Apply conditional updates (atomic per chunk of 1000); return, for each unit where an
