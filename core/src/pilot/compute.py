@@ -244,8 +244,11 @@ class PilotCompute(StoredObject):
         return [ComputeUnit(session=self._session, _store=self._store, _id=u["id"])
                 for u in self._store.find_units(pilot_id=self.id)]
 
-    def wait(self, timeout: float | None = None) -> State:
-        """Wait until every unit bound to this pilot is final (or the pilot itself is)."""
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> State:
+        """Wait until every unit bound to this pilot is final (or the pilot itself is);
+        ``progress`` as for ``ComputeDataService.wait``."""
+        from pilot.progress import shown
+
         def idle() -> State | None:
             state = self.get_state()
             if state.is_final or not self._store.find_units(
@@ -253,7 +256,8 @@ class PilotCompute(StoredObject):
                 return state
             return None
 
-        return poll_until(idle, timeout, f"the units of pilot {self.id}")
+        with shown(lambda: self._store.count_units(pilot_id=self.id), f"units of pilot {self.id[:12]}", progress):
+            return poll_until(idle, timeout, f"the units of pilot {self.id}")
 
     def cancel(self) -> None:
         """Cancel the batch job for real (from a reconnected handle too); its units end Canceled."""
@@ -346,11 +350,22 @@ class PilotComputeService(UrlIdentity):
         for pilot in self.list_pilots():
             pilot.cancel()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until every pilot of this service is final."""
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> None:
+        """Wait until every pilot of this service is final; ``progress`` shows the units of its
+        pilots as for ``ComputeDataService.wait``."""
+        from pilot.progress import shown
+
         def all_final() -> bool | None:
             live = [refresh_pilot(self._session, self._store, p) for p in self._live_records()]
             return True if all(State(p["state"]) in FINAL_STATES for p in live) else None
 
-        poll_until(all_final, timeout, f"the pilots of {self.id}")
+        def counts() -> dict[str, int]:
+            total: dict[str, int] = {}
+            for pilot in self._store.pilots_of([self.id]):
+                for state, n in self._store.count_units(pilot_id=pilot["id"]).items():
+                    total[state] = total.get(state, 0) + n
+            return total
+
+        with shown(counts, f"units of {self.id[:12]}'s pilots", progress):
+            poll_until(all_final, timeout, f"the pilots of {self.id}")
 

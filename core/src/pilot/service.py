@@ -289,11 +289,15 @@ class ComputeDataService(UrlIdentity):
             "compute_units": counts,
         }
 
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> None:
         """Wait until every compute unit of this service is final and every data unit is stored
         (``Running``) or final. Raises ``PilotError`` naming the units when queued units can
-        never run, ``TimeoutError`` after ``timeout`` s."""
+        never run, ``TimeoutError`` after ``timeout`` s. ``progress``: show the progress display
+        (default: when standard error is a terminal; see ``pilot.progress``)."""
+        from pilot.progress import shown, wanted
+
         timeout = check_timeout(timeout)
+        show = wanted(progress)
         if self._bound is None:
             return  # nothing was ever submitted
         store = self._bound
@@ -332,7 +336,8 @@ class ComputeDataService(UrlIdentity):
                 data_units[:] = self._pending_data_units(data_units)
             return None if data_units else True
 
-        poll_until(all_final, timeout, f"the units of {self.id}")
+        with shown(lambda: store.count_units(cds_id=self.id), f"units of {self.id[:12]}", show):
+            poll_until(all_final, timeout, f"the units of {self.id}")
 
     def cancel(self) -> None:
         """Cancel this service's unfinished units and the pilots of its services."""
