@@ -108,3 +108,18 @@ def test_no_token_or_secret_reaches_the_store_or_a_log(pilot_env: PilotEnv, site
     for secret in secrets:
         assert secret.encode() not in store_bytes
         assert secret not in logs
+
+
+def test_the_site_section_checker_of_pilot_config_check(tmp_path: Path) -> None:
+    import pilot_globus
+
+    creds = tmp_path / "creds.toml"
+    creds.write_text(f'client_id = "{uuid.uuid4()}"\nclient_secret = "s"\n')
+    os.chmod(creds, 0o640)
+    config = tmp_path / "site.toml"
+    config.write_text(f'[globus]\nclient_credentials_file = "{creds}"\n')
+    problems = pilot_globus.check_site_section({"client_credentials_file": str(creds)}, [str(config)])
+    assert problems == [f"Globus client credentials file {creds} may be read by others (mode 0640); "
+                        f"make it private: chmod 600 {creds}"]
+    os.chmod(creds, 0o600)
+    assert pilot_globus.check_site_section({"client_credentials_file": str(creds)}, [str(config)]) == []

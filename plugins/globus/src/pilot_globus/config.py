@@ -155,8 +155,13 @@ def read_credentials_file(path: str) -> Credentials:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> GlobusSettings:
     """The site's Globus settings, read now (site files, then the environment)."""
-    env = os.environ if environ is None else environ
     table, sources = load_section("globus")
+    return settings_from(table, sources, os.environ if environ is None else environ)
+
+
+def settings_from(table: Mapping[str, Any], sources: tuple[str, ...], env: Mapping[str, str]) -> GlobusSettings:
+    """Settings from a ``[globus]`` table (read from ``sources``) and the environment ``env``;
+    ``PilotError`` naming file, line and key for anything wrong."""
     for key in table:
         if key not in KEYS:
             near = difflib.get_close_matches(key, KEYS, n=1)
