@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -55,8 +56,9 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 
 def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | None,
-              pilots: int = 1) -> dict[str, float]:
-    """Run ``units`` x /bin/true through ``pilots`` pilots of ``slots`` slots; return the figures."""
+              pilots: int = 1, *, progress: bool = False) -> dict[str, float]:
+    """Run ``units`` x /bin/true through ``pilots`` pilots of ``slots`` slots (``progress``: with
+    the progress display of ``wait``); return the figures."""
     from pilot import ComputeDataService, PilotComputeService, State
 
     pcs = PilotComputeService(coordination_url)
@@ -75,7 +77,7 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     t1 = time.perf_counter()
     cds.submit_compute_units([{"executable": "/bin/true"}] * units)
     submitted = time.perf_counter() - t1
-    cds.wait()
+    cds.wait(progress=progress)
     total = time.perf_counter() - t1
     agent_mb = max(peak_rss_mb(pilot._record().get("agent_pid")) for pilot in handles)
     done = sum(1 for u in cds._store.find_units(cds_id=cds.id, states=[State.Done]))
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=int, default=4000, help="processes for the raw spawn rate")
     parser.add_argument("--pilots", type=int, default=0,
                         help="also run the units through this many 1-slot pilots and print both figures")
+    parser.add_argument("--progress", type=int, default=0, metavar="R",
+                        help="also run the units R times with the progress display of wait() off and R times on, "
+                             "alternating, and print the median rates and their ratio (run it in a terminal)")
     parser.add_argument("--service-url", default="fork://localhost")
     parser.add_argument("--coordination-url", default=None, help="store URL (default: embedded SQLite)")
     args = parser.parse_args(argv)
@@ -103,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     sh_before = spawn_rate(["/bin/sh", "-c", "/bin/true"], args.raw, args.slots)
     figures = run_pilot(args.units, args.slots, args.service_url, args.coordination_url)
     many = run_pilot(args.units, 1, args.service_url, args.coordination_url, args.pilots) if args.pilots else None
+    shown: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.progress):
+        for progress in (False, True):
+            shown[progress].append(run_pilot(args.units, args.slots, args.service_url, args.coordination_url,
+                                             progress=progress)["rate"])
     argv_after = spawn_rate(["/bin/true"], args.raw, args.slots)
     sh_after = spawn_rate(["/bin/sh", "-c", "/bin/true"], args.raw, args.slots)
     argv_rate, sh_rate = (argv_before + argv_after) / 2, (sh_before + sh_after) / 2
@@ -123,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             (f"units per second, {args.pilots} pilots of 1 slot", f"{many['rate']:,.0f} /s",
              f"{int(many['done'])} Done; one service queue, every agent pulls from it"),
             ("ratio to one pilot", f"{many['rate'] / figures['rate']:.2f}", "goal: >= 0.8"),
+        ]
+    if args.progress:
+        off, on = statistics.median(shown[False]), statistics.median(shown[True])
+        runs = ", ".join(f"{a:,.0f}/{b:,.0f}" for a, b in zip(shown[False], shown[True], strict=True))
+        rows += [
+            ("units per second, progress off / on", f"{off:,.0f} / {on:,.0f}",
+             f"medians of {args.progress} runs each, alternating (off/on: {runs}); "
+             f"display on {'a terminal' if os.isatty(2) else 'a pipe (not a terminal!)'}"),
+            ("ratio, progress on to off", f"{on / off:.3f}", "goal: >= 0.95"),
         ]
     print_rows(rows)
     return 0
