@@ -127,6 +127,13 @@ def test_services_and_data_ls_and_show(workload: dict[str, Any], tmp_path: Path)
     assert json_of("data", "show", pd.get_url())["data_units"] == [du.get_url()]
 
 
+def test_a_pilot_data_service_on_its_own_is_listed(pilot_env: PilotEnv, tmp_path: Path) -> None:
+    pds = PilotDataService()
+    pd = pds.create_pilot({"service_url": str(tmp_path / "alone")})
+    assert [s["id"] for s in json_of("services", "ls")] == [pds.id]
+    assert [d["id"] for d in json_of("data", "ls")] == [pd.id]
+
+
 def test_the_store_option_and_errors(workload: dict[str, Any], pilot_env: PilotEnv, tmp_path: Path) -> None:
     other = pilot_cli("--store", f"sqlite://{tmp_path}/none.sqlite", "pilots", "ls")
     assert other.returncode == 1 and other.stderr.startswith("pilot: error: no coordination store")

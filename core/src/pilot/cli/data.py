@@ -1,9 +1,7 @@
 """``pilot services`` (pilot compute services, compute data services, pilot data services) and
 ``pilot data`` (PilotData and DataUnits).
 
-The store has no index of services: they are found from its pilots (their pilot compute
-service), its units (their compute data service) and the links between services (a CDS and
-its PCS and PDS, a PDS and its PilotData, a PilotData and its DataUnits)."""
+Services are listed with the store's ``find_services``."""
 
 from __future__ import annotations
 
@@ -23,16 +21,8 @@ DATA_COLUMNS = (("id", "data"), ("kind", "kind"), ("state", "state"), ("summary"
 
 
 def reachable(store: CoordinationStore) -> dict[str, Record]:
-    """Every service record reachable from the store's pilots and units, by id, in the order found."""
-    seen: dict[str, None] = {}
-    frontier = [p["service_id"] for p in store.find_pilots() if p.get("service_id")]
-    frontier += [u["cds_id"] for u in store.find_units(fields=("cds_id",)) if u.get("cds_id")]
-    while frontier:
-        fresh = [i for i in dict.fromkeys(frontier) if i not in seen]
-        seen.update(dict.fromkeys(fresh))
-        frontier = [child for parent in fresh for child in store.children(parent)
-                    if not child.startswith(("pilot-", "cu-"))]
-    return {record["id"]: record for record in store.get_services(list(seen))}
+    """Every service record of the store (``find_services``), by id."""
+    return {record["id"]: record for record in store.find_services()}
 
 
 def service_row(store: CoordinationStore, record: Record) -> dict[str, Any]:

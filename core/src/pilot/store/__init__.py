@@ -23,7 +23,7 @@ PILOT_FIELDS = (
 UNIT_FIELDS = (
     "id", "cds_id", "pilot_id", "state", "claimed", "slots", "description", "datacenter", "machine",
     "exit_code", "host", "sandbox", "submitted", "started", "finished", "reason", "cancel_requested",
-    "attempts", "input_data",
+    "attempts", "input_data", "staging_in", "staging_out",
 )
 JSON_FIELDS = frozenset({"description", "hosts", "input_data"})
 __all__ = ["ACTIVE_UNIT_STATES", "CoordinationStore", "Record", "UnitUpdate"]
@@ -56,6 +56,10 @@ class CoordinationStore(Protocol):
 
     def get_services(self, ids: Sequence[str]) -> list[Record]:
         """Service records by id, in the order asked (missing ones left out)."""
+
+    def find_services(self, kinds: Sequence[str] | None = None) -> list[Record]:
+        """Every service record (of ``kinds`` when given), in no particular order; for listings
+        (``pilot services ls``), not for the hot path."""
 
     def update_service(self, service_id: str, changes: Mapping[str, Any],
                        expect: Sequence[State] | None = None) -> bool:

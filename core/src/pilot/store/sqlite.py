@@ -198,6 +198,13 @@ class SQLiteStore:
         found = {row["id"]: {"id": row["id"], "kind": row["kind"], "data": json.loads(row["data"])} for row in rows}
         return [found[i] for i in ids if i in found]
 
+    def find_services(self, kinds: Sequence[str] | None = None) -> list[Record]:
+        query, args = "SELECT id, kind, data FROM services", tuple(kinds or ())
+        if kinds is not None:
+            query += f" WHERE kind IN ({_marks(kinds)})" if kinds else " WHERE 0"
+        return [{"id": row["id"], "kind": row["kind"], "data": json.loads(row["data"])}
+                for row in self._con().execute(query, args)]
+
     @_retrying
     def update_service(self, service_id: str, changes: Mapping[str, Any],
                        expect: Sequence[State] | None = None) -> bool:

@@ -263,6 +263,18 @@ class StoreConformance(QueueConformance):
                        {"id": "cu-2", "state": "Pending", "input_data": None, "claimed": False}]
         assert store.find_units(pilot_id="pilot-1", fields=("id",)) == [{"id": "cu-1"}]
 
+    def test_find_services_lists_every_service_or_those_of_some_kinds(self, store: CoordinationStore) -> None:
+        """find_services returns every service record, or those of the kinds asked."""
+        store.put_service("cds-f1", "cds", {"n": 1})
+        store.put_service("pcs-f1", "pcs", {})
+        store.put_service("pd-f1", "pilot-data", {"state": "Running"})
+        found = {r["id"]: r for r in store.find_services()}
+        assert {"cds-f1", "pcs-f1", "pd-f1"} <= set(found)
+        assert found["cds-f1"] == {"id": "cds-f1", "kind": "cds", "data": {"n": 1}}
+        assert sorted(r["id"] for r in store.find_services(["cds", "pcs"]) if r["id"].endswith("-f1")) == [
+            "cds-f1", "pcs-f1"]
+        assert store.find_services([]) == []
+
     def test_count_units_by_state_of_a_service_a_pilot_and_the_store(self, store: CoordinationStore) -> None:
         """count_units counts units per state value, for one service, one pilot or all."""
         store.insert_pilot(pilot_record("pilot-c"))

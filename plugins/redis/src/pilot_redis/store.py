@@ -194,6 +194,17 @@ class RedisStore:
         raw = self._call(lambda: self._client.mget([f"{self._p}s:{i}" for i in ids]))
         return [rec for i, r in zip(ids, raw, strict=True) if (rec := self._service(i, r)) is not None]
 
+    def find_services(self, kinds: Sequence[str] | None = None) -> list[Record]:
+        """Every service record (of ``kinds``), found by SCAN over the service keys."""
+        prefix = f"{self._p}s:"
+
+        def scan() -> list[str]:
+            return [key.decode()[len(prefix):] for key in self._client.scan_iter(match=f"{prefix}*", count=10_000)]
+
+        ids = sorted(set(self._call(scan)))
+        records = [r for start in range(0, len(ids), CHUNK) for r in self.get_services(ids[start:start + CHUNK])]
+        return records if kinds is None else [r for r in records if r["kind"] in kinds]
+
     def update_service(self, service_id: str, changes: Mapping[str, Any],
                        expect: Sequence[State] | None = None) -> bool:
         """Merge ``changes`` into the record's data while its state is expected (WATCH/MULTI)."""
