@@ -259,6 +259,12 @@ class PilotCompute(StoredObject):
         with shown(lambda: self._store.count_units(pilot_id=self.id), f"units of pilot {self.id[:12]}", progress):
             return poll_until(idle, timeout, f"the units of pilot {self.id}")
 
+    def get_timeline(self) -> list[dict[str, Any]]:
+        """One row per unit of this pilot (see ``ComputeDataService.get_timeline``)."""
+        from pilot.timeline.data import timeline_of
+
+        return timeline_of(self._store, pilot_id=self.id).rows
+
     def cancel(self) -> None:
         """Cancel the batch job for real (from a reconnected handle too); its units end Canceled."""
         cancel_pilot(self._session, self._store, self._record())  # observers hear it from there
@@ -349,6 +355,12 @@ class PilotComputeService(UrlIdentity):
         """Cancel every pilot of this service."""
         for pilot in self.list_pilots():
             pilot.cancel()
+
+    def get_timeline(self) -> list[dict[str, Any]]:
+        """One row per unit of this service's pilots (see ``ComputeDataService.get_timeline``)."""
+        from pilot.timeline.data import timeline_of
+
+        return timeline_of(self._store, pcs_id=self.id).rows
 
     def wait(self, timeout: float | None = None, progress: bool | None = None) -> None:
         """Wait until every pilot of this service is final; ``progress`` shows the units of its

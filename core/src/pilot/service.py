@@ -289,6 +289,13 @@ class ComputeDataService(UrlIdentity):
             "compute_units": counts,
         }
 
+    def get_timeline(self) -> list[dict[str, Any]]:
+        """One row per unit of this service: its pilot, slot, state, command and when it was
+        submitted, staged in, started, staged out and finished (``pilot.timeline``)."""
+        from pilot.timeline.data import timeline_of
+
+        return timeline_of(self._store, cds_id=self.id).rows
+
     def wait(self, timeout: float | None = None, progress: bool | None = None) -> None:
         """Wait until every compute unit of this service is final and every data unit is stored
         (``Running``) or final. Raises ``PilotError`` naming the units when queued units can

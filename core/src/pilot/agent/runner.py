@@ -238,15 +238,15 @@ class Agent:
                                       "sandbox": sandbox}, (State.Pending, State.Staging))
             elif event[0] == "staging":
                 _, rec, host, started, sandbox = event
-                self.record(rec["id"], {"state": State.Staging, "started": started, "host": host,
-                                        "sandbox": sandbox}, (State.Pending,))
+                self.record(rec["id"], {"state": State.Staging, "started": started, "staging_in": started,
+                                        "host": host, "sandbox": sandbox}, (State.Pending,))
             elif event[0] == "canceled":
                 _, rec, host, sandbox, started = event
                 self.workers.canceled.discard(rec["id"])
                 self.record(rec["id"], {"state": State.Canceled, "started": started, "finished": time.time(),
                                         "host": host, "sandbox": sandbox}, (State.Pending, State.Staging))
             elif event[0] == "staging-out":
-                self.record(event[1].id, {"state": State.Staging}, (State.Running,))
+                self.record(event[1].id, {"state": State.Staging, "staging_out": event[2]}, (State.Running,))
             elif event[0] == "ended":
                 _, unit, returncode, finished = event
                 if unit.silent:

@@ -35,7 +35,7 @@ Event = tuple[Any, ...]
 class SlotWorkers:
     """Runs queued units on the slots of an allocation and reports what happened as events:
     ``("staging", record, host, time, sandbox)`` (input staging begins), ``("started", unit, time,
-    sandbox)``, ``("staging-out", unit)``, ``("ended", unit, returncode, time)``, ``("failed",
+    sandbox)``, ``("staging-out", unit, time)``, ``("ended", unit, returncode, time)``, ``("failed",
     record, host, sandbox, StartError, time)`` and ``("canceled", record, host, sandbox, time)`` (canceled
     while it waited for its input data). Units with data keys are staged in this thread by
     ``stager()`` (built on first use), before they start and after they succeed."""
@@ -211,6 +211,7 @@ class SlotWorkers:
                 if stage_in:
                     self.events.put(("staging", record, hosts[0], started, sandbox))
                     stager.stage_in(description, sandbox, functools.partial(self._stop_staging, record["id"]))
+                    started = time.time()  # the unit's own start, after its input staging
             except Exception as exc:  # a failed transfer fails the unit with the reason
                 from pilot.data.records import WaitStopped
 
@@ -252,7 +253,7 @@ class SlotWorkers:
         if isinstance(proc, RemoteUnit) and proc.lost is not None and unit.end is None:
             unit.end = ("Failed", proc.lost)
         if stage_out and returncode == 0 and unit.end is None and not unit.silent:
-            self.events.put(("staging-out", unit))
+            self.events.put(("staging-out", unit, time.time()))
             try:
                 self.stager().stage_out(description, sandbox)  # type: ignore[misc]
             except Exception as exc:

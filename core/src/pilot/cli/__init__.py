@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("pilot.cli.basic", "version"),
     "new-plugin": ("pilot.cli.basic", "new_plugin"),
     "bench": ("pilot.cli.basic", "bench"),
-    # "timeline": ("pilot.timeline.cli", "timeline"),
+    "timeline": ("pilot.timeline.cli", "timeline"),
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 124, 130

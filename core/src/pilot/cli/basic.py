@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pilot.cli.output import json_option, print_json
 from pilot.scaffold import KINDS
 
+if TYPE_CHECKING:
+    from pilot.plugin.manager import PluginManager
 
-def hooks_by_plugin(manager: Any) -> dict[str, list[str]]:
+
+def hooks_by_plugin(manager: PluginManager) -> dict[str, list[str]]:
     """``{plugin name: [hooks it implements]}`` for every hook of ``pilot.plugin.spec``."""
     from pilot.plugin import spec
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pilot.errors import PilotError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: units.staging_in, units.staging_out (when input and output staging began)
 APPLICATION_ID = 0x50494C54  # "PILT"
 
 SCHEMA = """
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS units (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT
     slots INTEGER NOT NULL DEFAULT 1, description TEXT, datacenter TEXT, machine TEXT,
     exit_code INTEGER, host TEXT, sandbox TEXT, submitted REAL, started REAL, finished REAL,
     reason TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    input_data TEXT);
+    input_data TEXT, staging_in REAL, staging_out REAL);
 CREATE INDEX IF NOT EXISTS units_pilot ON units(pilot_id, state, claimed);
 CREATE INDEX IF NOT EXISTS units_cds ON units(cds_id, state, pilot_id);
 CREATE INDEX IF NOT EXISTS units_queue ON units(cds_id, seq) WHERE pilot_id IS NULL AND state = 'Pending'
@@ -60,7 +60,8 @@ BASE_COLUMNS = {
               "cancel_requested", "attempts"),
 }
 #: Columns added since version 0: table -> (column, its declaration).
-ADDED_COLUMNS = {"units": (("input_data", "input_data TEXT"),)}
+ADDED_COLUMNS = {"units": (("input_data", "input_data TEXT"), ("staging_in", "staging_in REAL"),
+                           ("staging_out", "staging_out REAL"))}
 
 
 def damaged(path: Path, exc: BaseException) -> PilotError:

@@ -15,7 +15,7 @@ from pilot.states import State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record
 
 _INT = frozenset({"slots", "exit_code", "attempts", "agent_pid"})
-_FLOAT = frozenset({"submitted", "started", "finished", "heartbeat", "heartbeat_timeout"})
+_FLOAT = frozenset({"submitted", "started", "finished", "heartbeat", "heartbeat_timeout", "staging_in", "staging_out"})
 _BOOL = frozenset({"claimed", "cancel_requested"})
 UNIT_DEFAULTS: Mapping[str, Any] = {"claimed": False, "cancel_requested": False, "attempts": 0, "slots": 1}
 PILOT_DEFAULTS: Mapping[str, Any] = {"cancel_requested": False}
