@@ -101,7 +101,8 @@ def _figure(timeline: Timeline, geo: Geometry) -> Any:
                       row=2, col=1)
     fig.update_yaxes(autorange=False, range=[geo.total_rows, 0], tickmode="array",
                      tickvals=[b.first_row + b.rows / 2 for b in geo.pilots],
-                     ticktext=[f"{b.label} ({b.rows} slots)" for b in geo.pilots], title_text="pilot slots",
+                     ticktext=[f"{b.label} ({b.rows} slot{'' if b.rows == 1 else 's'})" for b in geo.pilots],
+                     title_text="pilot slots",
                      row=1, col=1)
     fig.update_yaxes(title_text="count", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="seconds since the first submission", row=2, col=1)

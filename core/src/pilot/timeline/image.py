@@ -56,7 +56,7 @@ def _draw_pilots(ax: Axes, geo: Geometry) -> None:
     ticks, labels = [], []
     for band in geo.pilots:
         ticks.append(band.first_row + band.rows / 2)
-        labels.append(f"{band.label}\n({band.rows} slots)")
+        labels.append(f"{band.label}\n({band.rows} slot{'' if band.rows == 1 else 's'})")
         ax.axhline(band.first_row, color="#4a6fa5", linewidth=0.5, zorder=1)
         if band.started is None:  # never ran (or no record): no lifetime to show
             continue
