@@ -78,11 +78,12 @@ def check_data_keys(desc: ComputeUnitDescription | PilotComputeDescription) -> N
 
 
 def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription], *,
-                 cds_id: str | None = None, pilot_id: str | None = None) -> list[Record]:
-    """Validate every description (all or nothing) and build new queued unit records."""
+                 cds_id: str | None = None, pilot_id: str | None = None, first_index: int = 0) -> list[Record]:
+    """Validate every description (all or nothing) and build new queued unit records; errors
+    number descriptions from ``first_index``."""
     now = time.time()
     records = []
-    for index, raw in enumerate(descriptions):
+    for index, raw in enumerate(descriptions, first_index):
         try:
             desc = ComputeUnitDescription.from_dict(raw)
             if desc.input_data or desc.output_data or desc.file_transfer:
@@ -100,6 +101,8 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
 
 class ComputeUnit(StoredObject):
     """One task. Reconnect with ``ComputeUnit(cu_url=...)``."""
+
+    __slots__ = ()  # a million of them are held after a big submission
 
     KIND, URL_ARG, MADE_BY = "unit", "cu_url", "units are created by submit_compute_unit"
 

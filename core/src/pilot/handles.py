@@ -25,6 +25,8 @@ class UrlIdentity:
     """Identity by object URL: equal to a handle with the same URL and to the URL string, and
     hashed like that string. Base of every object users hold, services included."""
 
+    __slots__ = ()
+
     id: str
 
     def get_url(self) -> str:
@@ -53,6 +55,8 @@ class UrlIdentity:
 
 class StoredObject(UrlIdentity, abc.ABC):
     """Base of ComputeUnit, PilotCompute, DataUnit and PilotData."""
+
+    __slots__ = ("_session", "_store", "_url", "id")
 
     KIND: ClassVar[str]      # the kind in its object URL
     URL_ARG: ClassVar[str]   # the name of the constructor's URL argument

@@ -26,10 +26,13 @@ from pilot.handles import UrlIdentity, open_url
 from pilot.lifecycle import cancel_units, refresh_pilot, release_orphans
 from pilot.log import get_logger
 from pilot.session import Session, default_session
-from pilot.states import ACTIVE_UNIT_STATES, LIVE_PILOT_STATES, State
+from pilot.states import ACTIVE_UNIT_STATES, LIVE_PILOT_STATES, Kind, State
 from pilot.store import CoordinationStore, Record
 from pilot.timeouts import check_timeout
-from pilot.transitions import change_units
+from pilot.transitions import change_units, transition
+
+#: Units validated and written per store round trip by ``submit_compute_units``.
+SUBMIT_BATCH = 10_000
 
 if TYPE_CHECKING:
     from pilot.data.objects import DataUnit, PilotData, PilotDataService
@@ -217,11 +220,49 @@ class ComputeDataService(UrlIdentity):
 
     def submit_compute_units(self, compute_unit_descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription]
                              ) -> list[ComputeUnit]:
-        """Queue many units in one store round trip. All are validated before any is queued; a
-        unit larger than every live pilot, or one with placement constraints when no placement
-        policy is loaded, fails at once with the reason."""
-        records = unit_records(compute_unit_descriptions, cds_id=self.id)
+        """Queue many units: any iterable (a generator of a million descriptions is never held
+        whole), validated and written in batches of ``SUBMIT_BATCH`` (one store round trip each).
+        A batch is all or nothing: up to ``SUBMIT_BATCH`` units nothing is queued unless every
+        description is valid. An invalid description in a later batch stops the submission, and
+        the units this call queued before it are canceled (the error says how many). A unit
+        larger than every live pilot, or one with placement constraints when no placement
+        policy is loaded, fails at once with the reason. The handles returned are light (an id
+        and the store; state is read on demand)."""
+        import gc
+        import itertools
+
         store = self._store
+        handles: list[ComputeUnit] = []
+        descriptions = iter(compute_unit_descriptions)
+        paused = gc.isenabled()
+        gc.disable()  # the records of a batch make no cycles; a full collection per batch would
+        try:          # walk every handle made so far
+            while batch := list(itertools.islice(descriptions, SUBMIT_BATCH)):
+                try:
+                    records = unit_records(batch, cds_id=self.id, first_index=len(handles))
+                except PilotError as exc:
+                    if handles:
+                        ids = [h.id for h in handles]
+                        transition(store, Kind.unit, ids, State.Canceled,
+                                   {"finished": time.time(), "reason": f"submission stopped: {exc}"},
+                                   session=self._session, only_from=[State.Pending])
+                        cancel_units(store, ids, self._session)  # any that started meanwhile
+                        raise PilotError(f"{exc}; the {len(handles)} units queued before it by this call were "
+                                         "canceled", key=exc.key) from None
+                    raise
+                self._refuse_unrunnable(store, records)
+                store.insert_units(records)
+                handles += [ComputeUnit(session=self._session, _store=store, _id=r["id"]) for r in records]
+                self._start_placer()
+                self._wake.set()
+        finally:
+            if paused:
+                gc.enable()
+        return handles
+
+    def _refuse_unrunnable(self, store: CoordinationStore, records: list[Record]) -> None:
+        """Fail, before they are queued, units larger than every live pilot and units with
+        placement constraints when no placement policy is loaded."""
         live = live_pilots(store, self.id)
         if live:
             largest = max(int(p.get("slots") or 0) for p in live)
@@ -236,10 +277,6 @@ class ComputeDataService(UrlIdentity):
                     rec.update(state=State.Failed, finished=time.time(), reason=(
                         "has an affinity label or input data, but no placement policy is loaded to place it"
                         f"{self._session.plugins.blocked_hint()}"))
-        store.insert_units(records)
-        self._start_placer()
-        self._wake.set()
-        return [ComputeUnit(session=self._session, _store=store, _id=r["id"]) for r in records]
 
     def list_compute_units(self) -> list[ComputeUnit]:
         """Every unit submitted to this service (they compare equal to their URLs)."""
