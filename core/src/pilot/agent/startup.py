@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterable
 
+from pilot.agent.profile import install as install_profile
 from pilot.agent.runner import Agent
 from pilot.log import configure, get_logger
 from pilot.plugin.manager import BLOCK_ENV
@@ -49,6 +50,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
                    session=session, only_from=[State.New, State.Pending])
         return 1
     agent = Agent(session, store, pilot, resources, drain_margin)
+    profile = install_profile(agent)  # None unless PILOT_AGENT_PROFILE is set: then nothing is wrapped
     transfers = (pilot.get("description") or {}).get("file_transfer")
     if transfers:
         try:
@@ -71,5 +73,7 @@ def run_agent(pilot_id: str, store_url: str, *, drain_margin: float = 0.0) -> in
         agent.drain(State.Failed, f"agent error: {exc}")
         return 1
     finally:
+        if profile is not None:
+            profile.close()
         session.close()
     return 0

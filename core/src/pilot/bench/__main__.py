@@ -1,0 +1,5 @@
+"""``python -m pilot.bench``."""
+
+from pilot.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The benchmark's output (phase table, CPU per unit, peak memory), the agent's opt-in profile
+(``PILOT_AGENT_PROFILE``) and ``--peers`` where Dask and Parsl are missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pilot import PilotComputeService, State
+from pilot.agent.profile import PROFILE_ENV
+
+from helpers import fork_pilot, wait_for
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pilot.bench", *args], capture_output=True, text=True,
+                          check=False, timeout=180)
+
+
+def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
+    done = _bench("-n", "200", "--raw", "200")
+    assert done.returncode == 0, done.stderr
+    names = [line.split("  ")[0] for line in done.stdout.splitlines()]
+    for row in ("client CPU per unit, submit", "client CPU per unit, wait", "client CPU per unit, placer",
+                "client CPU per unit, whole process", "agent CPU per unit, whole process",
+                "units per second, agent profile on", "agent phase: claiming from the store",
+                "agent phase: sandbox and files", "agent phase: spawning", "agent phase: waiting and reaping",
+                "agent phase: store writes of state", "agent phase: staging", "agent phase: none of these",
+                "agent CPU per unit, profiled run", "client peak memory", "agent peak memory"):
+        assert row in names, f"{row!r} missing from:\n{done.stdout}"
+    assert "n/a" not in done.stdout  # the profiled run's agent wrote its profile
+    assert done.stdout.count("200 Done") == 2  # the plain run and the profiled one
+
+
+def test_agent_profile_is_written_with_its_phases(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    pilot = fork_pilot(PilotComputeService(), slots=2, environment={PROFILE_ENV: str(path)})
+    units = [pilot.submit_compute_unit({"executable": "/bin/true"}) for _ in range(8)]
+    pilot.wait(timeout=60)
+    assert {u.get_state() for u in units} == {State.Done}
+    pilot.cancel()
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["final"], 15, "the agent's final profile")
+    profile = json.loads(path.read_text())
+    phases = profile["phases"]
+    for phase in ("sandbox and files", "spawning", "waiting and reaping"):
+        assert phases[phase]["count"] == 8, phase
+    for phase in ("claiming from the store", "store writes of state", "loop, other"):
+        assert phases[phase]["count"] >= 1, phase
+    assert all(row["cpu"] >= 0 and row["wall"] >= 0 for row in phases.values())
+    assert profile["process_cpu"] >= profile["start_cpu"] > 0
+    assert sum(row["cpu"] for row in phases.values()) <= profile["process_cpu"]
+    assert "staging" not in phases  # no unit had data to stage
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is not None and importlib.util.find_spec("parsl")
+                    is not None, reason="Dask and Parsl are installed here")
+def test_peers_without_dask_and_parsl_says_how_to_get_them() -> None:
+    done = _bench("--peers", "-n", "10", "--raw", "10")
+    assert done.returncode == 2
+    assert "install with tox -e bench" in done.stderr
+    assert done.stdout == ""  # nothing ran first
+
+
+def test_submit_only_prints_the_submission_figures(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pilot.bench", "-n", "300", "--submit-only"], capture_output=True,
+                          text=True, timeout=120, check=True, env={**os.environ, "PILOT_HOME": str(tmp_path / "home")})
+    assert "units submitted from a generator" in done.stdout and "300" in done.stdout
+    assert "client peak memory" in done.stdout
