@@ -472,6 +472,28 @@ def test_unschedulable_stays_queued_with_the_reason_then_fails_after_the_grace(
     assert waiting.status.state == JobState.QUEUED
 
 
+def test_what_the_watch_saw_before_submit_returned_is_kept(
+    kube_cluster: EmulatedCluster, executors: list[KubernetesJobExecutor]
+) -> None:
+    """The watch may report a Job (QUEUED, "Unschedulable: ...") before ``submit`` has returned:
+    submit's own first QUEUED must not erase that message (EMULATED cluster; the race is forced
+    by holding submit until the watch has reported)."""
+    executor = _executor(kube_cluster.kubeconfig)
+    executors.append(executor)
+    job = _job("/bin/true", attributes=JobAttributes(custom_attributes={"kubernetes.image": "fault/unschedulable"}))
+    create = executor.api.create_job
+
+    def create_then_wait_for_the_watch(namespace: str, body: dict[str, object]) -> object:
+        created = create(namespace, body)
+        _wait_for(lambda: (job.status.message or "").startswith("Unschedulable: "), "the watch's report")
+        return created
+
+    executor.api.create_job = create_then_wait_for_the_watch  # type: ignore[method-assign]
+    executor.submit(job)
+    assert job.status.state == JobState.QUEUED
+    assert (job.status.message or "").startswith("Unschedulable: "), job.status
+
+
 def test_cancel_deletes_the_job_and_its_pods(target: Target, executors: list[KubernetesJobExecutor]) -> None:
     """cancel: the job ends CANCELED once its Job and Pods are gone."""
     executor = _executor(target)

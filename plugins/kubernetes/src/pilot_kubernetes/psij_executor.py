@@ -165,7 +165,9 @@ class KubernetesJobExecutor(JobExecutor):
             raise SubmitException(message) from exc
         with self._lock:
             tracked.confirmed_at = time.monotonic()
-        self._apply(tracked, JobStatus(JobState.QUEUED, metadata=self._meta(tracked, None)))
+        # the watch may have reported the Job already (QUEUED with "Unschedulable: ...", or
+        # ACTIVE): this first QUEUED must not overwrite what it said
+        self._apply(tracked, JobStatus(JobState.QUEUED, metadata=self._meta(tracked, None)), only_if_new=True)
 
     def cancel(self, job: Job) -> None:
         """Delete the Job with its Pods; the job becomes CANCELED when the Job is gone."""
@@ -389,11 +391,11 @@ class KubernetesJobExecutor(JobExecutor):
             status = JobStatus(JobState.CANCELED, message=message, metadata=self._meta(tracked, None))
         self._apply(tracked, status)
 
-    def _apply(self, tracked: _Tracked, status: JobStatus | None) -> None:
+    def _apply(self, tracked: _Tracked, status: JobStatus | None, *, only_if_new: bool = False) -> None:
         if status is None:
             return
         with self._lock:
-            if (status.state, status.message) == tracked.last:
+            if (status.state, status.message) == tracked.last or (only_if_new and tracked.last[0] != JobState.NEW):
                 return
             tracked.last = (status.state, status.message)
             if status.final:
