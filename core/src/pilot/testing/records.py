@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pilot.states import State
@@ -29,3 +30,8 @@ def pilot_record(pilot_id: str, **fields: Any) -> dict[str, Any]:
     }
     record.update(fields)
     return record
+
+
+def record_ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids of records, in order."""
+    return [str(r["id"]) for r in records]

@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,18 +29,16 @@ from pilot.errors import PilotError
 from pilot.states import State
 from pilot.store import ACTIVE_UNIT_STATES, CoordinationStore, UnitUpdate
 from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
+from pilot.testing.query_conformance import QueryConformance
 from pilot.testing.queue_conformance import QueueConformance
-from pilot.testing.records import pilot_record, unit_record
+from pilot.testing.records import pilot_record, record_ids, unit_record
 
 _DEFAULT_CLASS = ("pilot.testing.store_conformance", "StoreConformance")
 __all__ = ["StoreConformance", "pilot_record", "unit_record"]
 
 
-def _ids(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(r["id"]) for r in records]
 
-
-class StoreConformance(QueueConformance):
+class StoreConformance(QueueConformance, QueryConformance):
     """Behaviour every ``CoordinationStore`` must show. Subclass it and override ``store_url``."""
 
     @pytest.fixture
@@ -139,14 +137,14 @@ class StoreConformance(QueueConformance):
         store.insert_pilot(pilot_record("pilot-c", service_id="pcs-1"))
         store.insert_pilot(pilot_record("pilot-a", service_id="pcs-2", state=State.Running))
         store.insert_pilot(pilot_record("pilot-b", service_id="pcs-1", state=State.Running))
-        assert sorted(_ids(store.get_pilots(["pilot-b", "pilot-x", "pilot-c"]))) == ["pilot-b", "pilot-c"]
-        assert _ids(store.pilots_of(["pcs-1"])) == ["pilot-c", "pilot-b"]
-        assert _ids(store.pilots_of(["pcs-2", "pcs-1"])) == ["pilot-c", "pilot-a", "pilot-b"]
+        assert sorted(record_ids(store.get_pilots(["pilot-b", "pilot-x", "pilot-c"]))) == ["pilot-b", "pilot-c"]
+        assert record_ids(store.pilots_of(["pcs-1"])) == ["pilot-c", "pilot-b"]
+        assert record_ids(store.pilots_of(["pcs-2", "pcs-1"])) == ["pilot-c", "pilot-a", "pilot-b"]
         assert store.pilots_of(["pcs-9"]) == []
         assert store.pilots_of([]) == []
-        assert _ids(store.find_pilots()) == ["pilot-c", "pilot-a", "pilot-b"]
-        assert _ids(store.find_pilots([State.Running])) == ["pilot-a", "pilot-b"]
-        assert _ids(store.find_pilots([State.New, State.Done])) == ["pilot-c"]
+        assert record_ids(store.find_pilots()) == ["pilot-c", "pilot-a", "pilot-b"]
+        assert record_ids(store.find_pilots([State.Running])) == ["pilot-a", "pilot-b"]
+        assert record_ids(store.find_pilots([State.New, State.Done])) == ["pilot-c"]
         assert store.find_pilots([State.Failed]) == []
 
     def test_update_pilot_only_in_expected_state(self, store: CoordinationStore) -> None:
@@ -203,10 +201,10 @@ class StoreConformance(QueueConformance):
         """Five thousand units go in with one call and come back in submission order."""
         ids = [f"cu-{n:05d}" for n in range(5000)]
         store.insert_units([unit_record(unit_id, submitted=float(n)) for n, unit_id in enumerate(ids)])
-        assert _ids(store.find_units(cds_id="cds-1", fields=("id",))) == ids
+        assert record_ids(store.find_units(cds_id="cds-1", fields=("id",))) == ids
         sample = [ids[4999], ids[0], ids[2500], ids[17]]
-        assert _ids(store.get_units(sample)) == sample
-        assert _ids(store.get_units(ids)) == ids
+        assert record_ids(store.get_units(sample)) == sample
+        assert record_ids(store.get_units(ids)) == ids
 
     def test_bulk_insert_of_records_with_different_fields(self, store: CoordinationStore) -> None:
         """Records of one bulk insert need not set the same fields; each keeps its own."""
@@ -219,96 +217,15 @@ class StoreConformance(QueueConformance):
         assert (got["cu-1"]["pilot_id"], got["cu-1"]["slots"], got["cu-1"]["claimed"]) == (None, 1, False)
         assert (got["cu-2"]["pilot_id"], got["cu-2"]["slots"]) == ("pilot-1", 4)
         assert (got["cu-3"]["cds_id"], got["cu-3"]["state"]) == ("cds-9", "New")
-        assert _ids(store.find_units()) == ["cu-1", "cu-2", "cu-3"]
+        assert record_ids(store.find_units()) == ["cu-1", "cu-2", "cu-3"]
         store.insert_units([])
         assert len(store.find_units()) == 3
 
     def test_get_units_keeps_request_order_and_skips_missing(self, store: CoordinationStore) -> None:
         """get_units answers in the order asked, leaving out ids it does not have."""
         store.insert_units([unit_record(f"cu-{n}") for n in range(5)])
-        assert _ids(store.get_units(["cu-3", "cu-missing", "cu-0", "cu-4"])) == ["cu-3", "cu-0", "cu-4"]
+        assert record_ids(store.get_units(["cu-3", "cu-missing", "cu-0", "cu-4"])) == ["cu-3", "cu-0", "cu-4"]
         assert store.get_units([]) == []
-
-    def test_find_units_filters(self, store: CoordinationStore) -> None:
-        """Every find_units filter narrows the result, and filters combine."""
-        store.insert_units([
-            unit_record("cu-0"),
-            unit_record("cu-1", pilot_id="pilot-1"),
-            unit_record("cu-2", pilot_id="pilot-1", state=State.Running),
-            unit_record("cu-3", pilot_id="pilot-2", state=State.Done, cds_id="cds-2"),
-            unit_record("cu-4", state=State.New, cds_id="cds-2"),
-            unit_record("cu-5", pilot_id="pilot-2", state=State.Running, cds_id=None),
-        ])
-        store.update_units([UnitUpdate("cu-2", {"cancel_requested": True}),
-                            UnitUpdate("cu-5", {"cancel_requested": True})])
-        assert _ids(store.find_units()) == [f"cu-{n}" for n in range(6)]
-        assert _ids(store.find_units(cds_id="cds-1")) == ["cu-0", "cu-1", "cu-2"]
-        assert _ids(store.find_units(pilot_id="pilot-2")) == ["cu-3", "cu-5"]
-        assert _ids(store.find_units(states=[State.Running])) == ["cu-2", "cu-5"]
-        assert _ids(store.find_units(states=[State.New, State.Pending])) == ["cu-0", "cu-1", "cu-4"]
-        assert _ids(store.find_units(unbound=True)) == ["cu-0", "cu-4"]
-        assert _ids(store.find_units(cancel_requested=True)) == ["cu-2", "cu-5"]
-        assert _ids(store.find_units(limit=2)) == ["cu-0", "cu-1"]
-        assert _ids(store.find_units(cds_id="cds-2", unbound=True)) == ["cu-4"]
-        assert _ids(store.find_units(pilot_id="pilot-1", states=[State.Running], cancel_requested=True)) == ["cu-2"]
-        assert _ids(store.find_units(cds_id="cds-1", states=[State.Pending], unbound=True, limit=5)) == ["cu-0"]
-        assert store.find_units(cds_id="cds-missing") == []
-
-    def test_find_units_returns_only_requested_fields(self, store: CoordinationStore) -> None:
-        """With ``fields``, each record holds exactly those fields, decoded."""
-        store.insert_units([unit_record("cu-1", pilot_id="pilot-1", input_data=["x"]),
-                            unit_record("cu-2")])
-        got = store.find_units(fields=("id", "state", "input_data", "claimed"))
-        assert got == [{"id": "cu-1", "state": "Pending", "input_data": ["x"], "claimed": False},
-                       {"id": "cu-2", "state": "Pending", "input_data": None, "claimed": False}]
-        assert store.find_units(pilot_id="pilot-1", fields=("id",)) == [{"id": "cu-1"}]
-
-    def test_find_services_lists_every_service_or_those_of_some_kinds(self, store: CoordinationStore) -> None:
-        """find_services returns every service record, or those of the kinds asked."""
-        store.put_service("cds-f1", "cds", {"n": 1})
-        store.put_service("pcs-f1", "pcs", {})
-        store.put_service("pd-f1", "pilot-data", {"state": "Running"})
-        found = {r["id"]: r for r in store.find_services()}
-        assert {"cds-f1", "pcs-f1", "pd-f1"} <= set(found)
-        assert found["cds-f1"] == {"id": "cds-f1", "kind": "cds", "data": {"n": 1}}
-        assert sorted(r["id"] for r in store.find_services(["cds", "pcs"]) if r["id"].endswith("-f1")) == [
-            "cds-f1", "pcs-f1"]
-        assert store.find_services([]) == []
-
-    def test_count_units_by_state_of_a_service_a_pilot_and_the_store(self, store: CoordinationStore) -> None:
-        """count_units counts units per state value, for one service, one pilot or all."""
-        store.insert_pilot(pilot_record("pilot-c"))
-        store.insert_units([unit_record(f"cu-c{n}", cds_id="cds-c") for n in range(5)]
-                           + [unit_record("cu-d0", cds_id="cds-d")])
-        store.bind_units([("cu-c0", "pilot-c"), ("cu-c1", "pilot-c")])
-        store.update_units([UnitUpdate("cu-c0", {"state": State.Done}), UnitUpdate("cu-c1", {"state": State.Failed})])
-        assert store.count_units(cds_id="cds-c") == {"Pending": 3, "Done": 1, "Failed": 1}
-        assert store.count_units(pilot_id="pilot-c") == {"Done": 1, "Failed": 1}
-        assert store.count_units(cds_id="cds-d") == {"Pending": 1}
-        assert store.count_units(cds_id="nobody") == {}
-        assert sum(store.count_units().values()) == 6
-
-    def test_count_active_sums_slots_of_unfinished_units(self, store: CoordinationStore) -> None:
-        """count_active counts the slots of bound units that are not final, per pilot."""
-        store.insert_units([
-            unit_record("cu-1", pilot_id="pilot-1", slots=2),
-            unit_record("cu-2", pilot_id="pilot-1", slots=3, state=State.Running),
-            unit_record("cu-3", pilot_id="pilot-1", slots=4, state=State.Staging),
-            unit_record("cu-4", pilot_id="pilot-1", slots=8, state=State.Done),
-            unit_record("cu-5", pilot_id="pilot-1", slots=8, state=State.Failed),
-            unit_record("cu-6", pilot_id="pilot-1", slots=8, state=State.Canceled),
-            unit_record("cu-7", pilot_id="pilot-2", slots=1, state=State.New),
-            unit_record("cu-8", slots=16),
-        ])
-        assert store.count_active(["pilot-1", "pilot-2", "pilot-3"]) == {"pilot-1": 9, "pilot-2": 1, "pilot-3": 0}
-        assert store.count_active(["pilot-2"]) == {"pilot-2": 1}
-        assert store.count_active([]) == {}
-        # binding, ending and handing back multi-slot units moves their slots
-        assert store.bind_units([("cu-8", "pilot-2")]) == ["cu-8"]
-        assert store.update_units([UnitUpdate("cu-2", {"state": State.Done})]) == {"cu-2": "Running"}
-        assert store.count_active(["pilot-1", "pilot-2"]) == {"pilot-1": 6, "pilot-2": 17}
-        assert sorted(store.unbind_units("pilot-2")) == ["cu-7", "cu-8"]
-        assert store.count_active(["pilot-2"]) == {"pilot-2": 0}
 
     def test_update_units_conditional_on_state(self, store: CoordinationStore) -> None:
         """update_units applies each update only in its expected states; returns where it did,
@@ -348,8 +265,8 @@ class StoreConformance(QueueConformance):
                                                  pilot_id="pilot-1") for i in ids[::2]])
         assert list(applied) == ids[::2]
         assert set(applied.values()) == {"Pending"}
-        assert _ids(store.find_units(states=[State.Done])) == ids[::2]
-        assert _ids(store.find_units(states=[State.Pending])) == ids[1::2]
+        assert record_ids(store.find_units(states=[State.Done])) == ids[::2]
+        assert record_ids(store.find_units(states=[State.Pending])) == ids[1::2]
 
     def test_a_unit_named_twice_in_one_call_ends_as_the_last_change_says(self, store: CoordinationStore) -> None:
         """Changes of one unit in one call apply in order: its indexes follow the last one."""
@@ -362,8 +279,8 @@ class StoreConformance(QueueConformance):
             UnitUpdate("cu-2", {"state": State.Running}, expect=[State.Running]),  # no longer Running
         ])
         assert applied == {"cu-1": "Pending", "cu-2": "Pending"}  # the state before the call
-        assert _ids(store.find_units(pilot_id="pilot-1", states=ACTIVE_UNIT_STATES)) == ["cu-1"]
-        assert _ids(store.find_units(cds_id="cds-1", states=[State.Done])) == ["cu-2"]
+        assert record_ids(store.find_units(pilot_id="pilot-1", states=ACTIVE_UNIT_STATES)) == ["cu-1"]
+        assert record_ids(store.find_units(cds_id="cds-1", states=[State.Done])) == ["cu-2"]
         assert store.count_active(["pilot-1"]) == {"pilot-1": 1}
         assert [u["id"] for u in store.claim_units("pilot-1", 10)] == ["cu-1"]  # claimable again
 
@@ -398,7 +315,7 @@ class StoreConformance(QueueConformance):
             unit_record("cu-direct", pilot_id="pilot-1", cds_id=None),
             unit_record("cu-other", pilot_id="pilot-2"),
         ])
-        assert _ids(store.claim_units("pilot-1", 1)) == ["cu-claimed"]
+        assert record_ids(store.claim_units("pilot-1", 1)) == ["cu-claimed"]
         assert sorted(store.unbind_units("pilot-1")) == ["cu-claimed", "cu-new", "cu-queued"]
         got = {u["id"]: (u["pilot_id"], u["claimed"], u["state"]) for u in store.find_units()}
         assert got["cu-claimed"] == (None, False, "Pending")
@@ -411,18 +328,18 @@ class StoreConformance(QueueConformance):
         assert store.unbind_units("pilot-1") == []
         # Unbound units can be bound again, to another pilot, and claimed there.
         assert store.bind_units([("cu-claimed", "pilot-3")]) == ["cu-claimed"]
-        assert _ids(store.claim_units("pilot-3", 5)) == ["cu-claimed"]
+        assert record_ids(store.claim_units("pilot-3", 5)) == ["cu-claimed"]
 
     def test_claim_units_oldest_first_never_twice(self, store: CoordinationStore) -> None:
         """claim_units hands out a pilot's pending units oldest first, each once, marked claimed."""
         ids = [f"cu-{n:02d}" for n in range(10)]
         store.insert_units([unit_record(i, pilot_id="pilot-1", submitted=100.0 - n) for n, i in enumerate(ids)])
         first = store.claim_units("pilot-1", 3)
-        assert _ids(first) == ids[:3]
+        assert record_ids(first) == ids[:3]
         assert all(u["claimed"] is True and u["pilot_id"] == "pilot-1" and u["state"] == "Pending" for u in first)
         assert first[0]["description"] == {"executable": "/bin/echo", "arguments": ["cu-00"]}
-        assert _ids(store.claim_units("pilot-1", 3)) == ids[3:6]
-        assert _ids(store.claim_units("pilot-1", 100)) == ids[6:]
+        assert record_ids(store.claim_units("pilot-1", 3)) == ids[3:6]
+        assert record_ids(store.claim_units("pilot-1", 100)) == ids[6:]
         assert store.claim_units("pilot-1", 100) == []
         assert all(u["claimed"] for u in store.get_units(ids))
 
@@ -438,18 +355,18 @@ class StoreConformance(QueueConformance):
             unit_record("cu-canceled", pilot_id="pilot-1", state=State.Canceled),
             unit_record("cu-mine", pilot_id="pilot-1"),
         ])
-        assert _ids(store.claim_units("pilot-1", 100)) == ["cu-mine"]
+        assert record_ids(store.claim_units("pilot-1", 100)) == ["cu-mine"]
         assert store.claim_units("pilot-1", 100) == []
         assert store.claim_units("pilot-9", 100) == []
-        assert _ids(store.claim_units("pilot-2", 100)) == ["cu-other"]
+        assert record_ids(store.claim_units("pilot-2", 100)) == ["cu-other"]
         assert [u["claimed"] for u in store.get_units(["cu-unbound", "cu-running"])] == [False, False]
 
     def test_bulk_claim(self, store: CoordinationStore) -> None:
         """One claim takes thousands of units at once, oldest first, leaving the rest."""
         ids = [f"cu-{n:05d}" for n in range(5000)]
         store.insert_units([unit_record(i, pilot_id="pilot-1") for i in ids])
-        assert _ids(store.claim_units("pilot-1", 4000)) == ids[:4000]
-        assert _ids(store.claim_units("pilot-1", 4000)) == ids[4000:]
+        assert record_ids(store.claim_units("pilot-1", 4000)) == ids[:4000]
+        assert record_ids(store.claim_units("pilot-1", 4000)) == ids[4000:]
         assert store.claim_units("pilot-1", 4000) == []
 
     # --- several processes ----------------------------------------------------------------
@@ -526,6 +443,6 @@ class StoreConformance(QueueConformance):
         try:
             assert again.get_service("pcs-1") is not None
             assert again.get_pilots(["pilot-1"])[0]["heartbeat"] is not None
-            assert _ids(again.claim_units("pilot-1", 5)) == ["cu-1"]
+            assert record_ids(again.claim_units("pilot-1", 5)) == ["cu-1"]
         finally:
             again.close()

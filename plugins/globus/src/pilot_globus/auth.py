@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from pilot.errors import PilotError
-from pilot_globus.config import GlobusSettings
+from pilot_globus.config import GlobusSettings, as_uuid
 
 if TYPE_CHECKING:
     import globus_sdk
@@ -180,8 +180,8 @@ def _explain(app: globus_sdk.GlobusApp, error: globus_sdk.token_storage.TokenVal
     """A token validation error handler that never starts a login: it says what to run."""
     from globus_sdk.token_storage.validating_token_storage import MissingTokenError, UnmetScopeRequirementsError
 
-    collections = [rs for rs in app.scope_requirements if _is_uuid(rs)]
-    if isinstance(error, MissingTokenError) and _is_uuid(error.resource_server):
+    collections = [rs for rs in app.scope_requirements if as_uuid(rs) is not None]
+    if isinstance(error, MissingTokenError) and as_uuid(error.resource_server) is not None:
         collections = [error.resource_server]
         what = f"no token for collection {error.resource_server}"
     elif isinstance(error, UnmetScopeRequirementsError):
@@ -201,13 +201,3 @@ class NeedsLogin(PilotError):
         super().__init__(what)
         self.what = what
         self.collections = list(collections)
-
-
-def _is_uuid(text: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True

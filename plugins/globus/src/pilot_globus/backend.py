@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
-import hashlib
 import os
 import posixpath
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pilot.errors import PilotError
+from pilot.files import sha256_of
 from pilot.plugin.types import FileInfo
 from pilot_globus.auth import GlobusAuth
 from pilot_globus.config import GlobusSettings, load_settings
@@ -36,14 +36,6 @@ LS_LIMIT = 100_000
 HTTPS_THREADS = 4
 #: Option keys that would put a secret into the coordination store.
 SECRET_WORDS = ("secret", "token", "password", "credential")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
 
 
 class GlobusBackend:
@@ -290,7 +282,7 @@ class GlobusBackend:
             self.tasks.transfer(local[0], collection, list(zip(local[1], [p for _, p in targets], strict=True)),
                                 timeout)
             sizes = self._sizes(collection, [p for _, p in targets])
-            return [FileInfo(posixpath.basename(p), size, _sha256(src))
+            return [FileInfo(posixpath.basename(p), size, sha256_of(src))
                     for (src, _), (_, p), size in zip(pairs, targets, sizes, strict=True)]
         return self._each(lambda pair: self._put_https(pair[0], *self.parse(pair[1])), pairs)
 
@@ -323,7 +315,7 @@ class GlobusBackend:
             (collection,) = collections
             self.tasks.transfer(collection, local[0], list(zip([p for _, p in sources], local[1], strict=True)),
                                 timeout)
-            return [FileInfo(os.path.basename(path), os.path.getsize(path), _sha256(path)) for _, path in pairs]
+            return [FileInfo(os.path.basename(path), os.path.getsize(path), sha256_of(path)) for _, path in pairs]
         return self._each(lambda pair: self.https.download(*self.parse(pair[0]), pair[1]), pairs)
 
     def get(self, url: str, local_path: str, options: Mapping[str, Any]) -> FileInfo:

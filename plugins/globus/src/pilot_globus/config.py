@@ -98,7 +98,8 @@ def _problem(sources: tuple[str, ...], table: str, key: str | None, message: str
     return PilotError(f"{path}: line {line}: {where}: {message}", key=key)
 
 
-def _uuid(value: Any) -> str | None:
+def as_uuid(value: Any) -> str | None:
+    """The canonical form of a UUID, or None when ``value`` is not one."""
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
@@ -118,7 +119,7 @@ def _collections(table: Any, sources: tuple[str, ...]) -> dict[str, Collection]:
                 near = difflib.get_close_matches(key, COLLECTION_KEYS, n=1)
                 raise _problem(sources, where, key, "unknown key" + (f"; did you mean {near[0]!r}?" if near else
                                                                      f"; known keys: {', '.join(COLLECTION_KEYS)}"))
-        cid = _uuid(entry.get("id"))
+        cid = as_uuid(entry.get("id"))
         if cid is None:
             raise _problem(sources, where, "id", f"must be the collection's UUID, got {entry.get('id')!r}")
         local = entry.get("local_path")
@@ -147,7 +148,7 @@ def read_credentials_file(path: str) -> Credentials:
     except tomllib.TOMLDecodeError:
         raise PilotError(f"Globus client credentials file {file}: not valid TOML; it holds "
                          f'client_id = "..." and client_secret = "..."') from None
-    client_id, secret = _uuid(data.get("client_id")), data.get("client_secret")
+    client_id, secret = as_uuid(data.get("client_id")), data.get("client_secret")
     if client_id is None or not isinstance(secret, str) or not secret:
         raise PilotError(f"Globus client credentials file {file} must hold client_id (a UUID) and client_secret")
     return Credentials(client_id, secret, str(file))
@@ -169,7 +170,7 @@ def settings_from(table: Mapping[str, Any], sources: tuple[str, ...], env: Mappi
                                                                    f"; known keys: {', '.join(KEYS)}"))
     collections = _collections(table.get("collections", {}), sources)
     client_id = table.get("client_id")
-    if client_id is not None and _uuid(client_id) is None:
+    if client_id is not None and as_uuid(client_id) is None:
         raise _problem(sources, "globus", "client_id", f"must be a UUID (a native app's client id), got {client_id!r}")
     timeout = table.get("task_timeout", DEFAULT_TASK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -184,14 +185,14 @@ def settings_from(table: Mapping[str, Any], sources: tuple[str, ...], env: Mappi
                            f"collection {local!r} has no local_path (where this host sees its files)")
     credentials = None
     if env.get(CLIENT_ID_ENV) and env.get(CLIENT_SECRET_ENV):
-        cid = _uuid(env[CLIENT_ID_ENV])
+        cid = as_uuid(env[CLIENT_ID_ENV])
         if cid is None:
             raise PilotError(f"{CLIENT_ID_ENV} must be a client UUID")
         credentials = Credentials(cid, env[CLIENT_SECRET_ENV])
     elif table.get("client_credentials_file"):
         credentials = read_credentials_file(str(table["client_credentials_file"]))
     token_dir = env.get(TOKEN_DIR_ENV) or table.get("token_dir") or _default_token_dir(env)
-    return GlobusSettings(client_id=_uuid(env.get(CLIENT_ID_ENV) or client_id) if (env.get(CLIENT_ID_ENV) or
+    return GlobusSettings(client_id=as_uuid(env.get(CLIENT_ID_ENV) or client_id) if (env.get(CLIENT_ID_ENV) or
                                                                                      client_id) else None,
                           credentials=credentials, token_dir=Path(str(token_dir)).expanduser(),
                           task_timeout=float(timeout), local_collection=collections[local].id if local else None,

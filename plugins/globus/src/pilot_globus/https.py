@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pilot.errors import PilotError, TransientDataError
+from pilot.files import sha256_of
 from pilot.plugin.types import FileInfo
 from pilot_globus.auth import GlobusAuth, login_hint
 
@@ -113,16 +114,12 @@ class CollectionHTTPS:
 
     def upload(self, local_path: str, collection: str, temp_path: str) -> FileInfo:
         """PUT a local file at ``temp_path``; its name, size and SHA-256 as sent."""
-        digest, size = hashlib.sha256(), 0
         try:
-            with open(local_path, "rb") as source:
-                while chunk := source.read(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+            size, checksum = os.stat(local_path).st_size, sha256_of(local_path)
         except OSError as exc:
             raise PilotError(f"no such file: {local_path} ({exc.strerror or exc})") from None
         self._request("PUT", collection, temp_path, body_path=local_path).close()
-        return FileInfo(os.path.basename(local_path), size, f"sha256:{digest.hexdigest()}")
+        return FileInfo(os.path.basename(local_path), size, checksum)
 
     def download(self, collection: str, path: str, local_path: str) -> FileInfo:
         """GET a file into ``local_path`` (through a temporary name), size and SHA-256 checked."""
