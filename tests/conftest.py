@@ -38,7 +38,9 @@ def _slurm_problem() -> str | None:
         return f"sinfo failed: {(out.stderr or out.stdout).strip()}"
     states = dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
     usable = {"idle", "mix", "alloc", "comp", "plnd"}  # plnd: held for a queued job, still up
-    down = [n for n in SLURM_NODES if states.get(n, "absent").rstrip("*~#$@") not in usable]
+    # sinfo's suffixes: "-" planned by backfill for a queued job (up and in use: tests running
+    # beside this one), "*" not responding, "~" "#" power, "$" maintenance, "@" reboot pending
+    down = [n for n in SLURM_NODES if states.get(n, "absent").rstrip("-*~#$@") not in usable]
     if down:
         return "nodes not up: " + ", ".join(f"{n} ({states.get(n, 'absent')})" for n in down)
     return None
