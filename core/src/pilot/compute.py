@@ -30,8 +30,19 @@ T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
-    """A fresh object id such as ``pilot-1f2e...``."""
+    """A fresh object id such as ``pilot-1f2e...`` (the hex of a random UUID)."""
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def new_unit_id() -> str:
+    """A fresh unit id, ``cu-`` and the hex of a UUID version 7 (milliseconds since the epoch,
+    then random bits): units submitted later sort later, so the store's id index grows at its end
+    instead of at random places and a million-unit submission stays fast."""
+    ms = time.time_ns() // 1_000_000
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return f"cu-{value:032x}"
 
 
 def poll_until(done: Callable[[], T | None], timeout: float | None, what: str) -> T:
@@ -91,7 +102,7 @@ def unit_records(descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescripti
         except PilotError as exc:
             raise PilotError(f"compute unit description #{index}: {exc}", key=exc.key) from None
         records.append({
-            "id": new_id("cu"), "cds_id": cds_id, "pilot_id": pilot_id, "state": State.Pending,
+            "id": new_unit_id(), "cds_id": cds_id, "pilot_id": pilot_id, "state": State.Pending,
             "slots": desc.number_of_processes, "description": desc.to_dict(),
             "datacenter": desc.affinity_datacenter_label, "machine": desc.affinity_machine_label,
             "submitted": now, "input_data": list(desc.input_data) or None,
