@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 #: Most units a pilot is given beyond its slots, per slot.
 PREFETCH_PER_SLOT = 32
 #: An agent prefetches no more than this many seconds of work at its recent start rate.
-PREFETCH_SECONDS = 0.05
+PREFETCH_SECONDS = 0.2
 #: A unit an agent claimed but has not started within this many seconds goes back to the service.
 HOLD_SECONDS = 1.0
 #: The plugin name of the built-in placement policy.

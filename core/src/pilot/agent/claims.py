@@ -15,6 +15,7 @@ what it held too long, and looks after the pilots it shares its services with.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from pilot.session import Session
 
 SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serves
-PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services
+PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services ...
+PEERS_LOOKS = 10.0    # ... stretched so all their agents together look about this often a second
 HELD = "_held_since"  # key of a claimed record: when this agent claimed it (monotonic)
 
 
@@ -55,6 +57,7 @@ class Claimer:
         self.services: list[str] = []
         self._services_at = -math.inf
         self._peers_at = time.monotonic()
+        self._peers_every = PEERS_EVERY
         self.rate = 0.0  # units started per second, smoothed
         self._started = 0
         self._rate_at = time.monotonic()
@@ -132,12 +135,15 @@ class Claimer:
         """Every ``PEERS_EVERY`` s: fail pilots of the same services whose agents went silent
         (their units go back to the queue), and give back units ended pilots' agents left
         claimed once those agents' leases ran out. Pilots keep each other honest, so units do
-        not depend on a client being alive."""
-        if now - self._peers_at < PEERS_EVERY or not self.services:
+        not depend on a client being alive. With more than ``PEERS_LOOKS`` pilots each agent looks
+        less often (with jitter), so the pilots of a service look about ``PEERS_LOOKS`` times a
+        second in all: the cost grows with the pilots, not with their square."""
+        if now - self._peers_at < self._peers_every or not self.services:
             return
         self._peers_at = now
         pcs_ids = list(dict.fromkeys(p for cds in self.services for p in pcs_of(self.store, cds)))
         pilots = [p for p in self.store.pilots_of(pcs_ids) if p["id"] != self.pilot_id]
+        self._peers_every = PEERS_EVERY * max(1.0, (len(pilots) + 1) / PEERS_LOOKS) * random.uniform(0.75, 1.25)  # noqa: S311 (jitter)
         pilots = [refresh_pilot(self.session, self.store, p, ask_batch=False)
                   if p["state"] == State.Running else p for p in pilots]
         given = release_orphans(self.session, self.store, pilots)

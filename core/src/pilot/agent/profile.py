@@ -41,6 +41,7 @@ LOOP_PHASES = {
     "step": "loop, other",
 }
 SANDBOX = "sandbox and files"
+SANDBOX_AHEAD = "sandboxes made ahead"
 SPAWN = "spawning"
 REAP = "waiting and reaping"
 STAGING = "staging"
@@ -147,6 +148,7 @@ def install(agent: Agent) -> Profile | None:
     workers._run = profile.timed(SLOT_OTHER, workers._run)  # type: ignore[method-assign]
     # the slot threads call these through their modules' globals and the class: this process only
     workers_module.start_unit = profile.timed(SANDBOX, workers_module.start_unit)  # type: ignore[attr-defined]
+    workers_module.prepare_files = profile.timed(SANDBOX_AHEAD, workers_module.prepare_files)  # type: ignore[attr-defined]
     units_module.spawn = profile.timed(SPAWN, units_module.spawn)  # type: ignore[attr-defined]
     spawn_module.ChildProcess.wait = profile.timed(REAP, spawn_module.ChildProcess.wait)  # type: ignore[method-assign]
     if workers.stager is not None:

@@ -401,10 +401,7 @@ class Agent:
         still_ours = {u["id"] for u in active if u["state"] == State.Pending}
         gone = {unit_id for unit_id in queued if unit_id not in still_ours}
         if gone:
-            with self.workers.cond:
-                kept = [rec for rec in self.workers.ready if rec["id"] not in gone]
-                self.workers.ready.clear()
-                self.workers.ready.extend(kept)
+            self.workers.drop(gone)
         for rec in flagged:
             unit = self.workers.running.get(rec["id"])
             if unit is not None:
@@ -435,12 +432,8 @@ class Agent:
         try:
             with self.workers.cond:
                 overdue = self.claimer.overdue(self.workers.ready, now)
-                if overdue:
-                    ids = {r["id"] for r in overdue}
-                    kept = [r for r in self.workers.ready if r["id"] not in ids]
-                    self.workers.ready.clear()
-                    self.workers.ready.extend(kept)
             if overdue:
+                overdue = self.workers.drop({r["id"] for r in overdue})
                 try:
                     self.store_call(self.claimer.give_back, overdue)
                 except Exception:

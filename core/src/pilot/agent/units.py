@@ -83,29 +83,78 @@ _WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_CLOEXEC
 
 
-def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
-               method: LaunchMethod) -> ChildProcess:
-    """Create the sandbox, open the unit's files and start its process in a new process group."""
+@dataclasses.dataclass(eq=False)
+class UnitFiles:
+    """A unit's sandbox and its output and error files, open (one descriptor when they are one
+    file); ``made`` the sandbox directory did not exist before."""
+
+    sandbox: str
+    stdout: int
+    stderr: int
+    made: bool
+
+    def close(self) -> None:
+        """Close the descriptors."""
+        for fd in {self.stdout, self.stderr}:
+            os.close(fd)
+
+
+def prepare_files(description: dict[str, Any], sandbox: str) -> UnitFiles:
+    """Create the sandbox and open (truncate) the unit's output and error files; ``StartError``
+    naming the sandbox when that fails."""
+    made = False
     try:
         try:
             os.mkdir(sandbox)
+            made = True
         except FileExistsError:
             pass
         except FileNotFoundError:
             os.makedirs(sandbox, exist_ok=True)
+            made = True
         output = description.get("output", "stdout.txt")
         stdout = os.open(os.path.join(sandbox, output), _WRITE, 0o666)
     except OSError as exc:
         raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
-    stderr = stdin = -1
+    error = description.get("error", "stderr.txt")
+    if error == output or (("/" in error or "/" in output)  # names without "/" alias only when equal
+                           and os.path.normpath(error) == os.path.normpath(output)):
+        return UnitFiles(sandbox, stdout, stdout, made)  # one file: one descriptor (one offset)
+    try:
+        stderr = os.open(os.path.join(sandbox, error), _WRITE, 0o666)
+    except OSError as exc:
+        os.close(stdout)
+        raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
+    return UnitFiles(sandbox, stdout, stderr, made)
+
+
+def discard_files(files: UnitFiles, description: dict[str, Any]) -> None:
+    """Undo ``prepare_files`` for a unit that will not start here: close its files, remove
+    them while empty, and the sandbox when this agent made it and nothing else is in it."""
+    files.close()
+    for name in {description.get("output", "stdout.txt"), description.get("error", "stderr.txt")}:
+        path = os.path.join(files.sandbox, name)
+        try:
+            if os.stat(path).st_size == 0:
+                os.unlink(path)
+        except OSError:
+            pass
+    if files.made:
+        try:
+            os.rmdir(files.sandbox)
+        except OSError:
+            pass
+
+
+def start_unit(description: dict[str, Any], sandbox: str, hosts: list[str],
+               method: LaunchMethod, files: UnitFiles | None = None) -> ChildProcess:
+    """Start the unit's process in a new process group, in its sandbox with its files
+    (``files``: made ahead by ``prepare_files``, closed here; else made here)."""
+    if files is None:
+        files = prepare_files(description, sandbox)
+    stdout, stderr, stdin = files.stdout, files.stderr, -1
     argv: list[str] = []
     try:
-        error = description.get("error", "stderr.txt")
-        if error == output or (("/" in error or "/" in output)  # names without "/" alias only when equal
-                               and os.path.normpath(error) == os.path.normpath(output)):
-            stderr = stdout  # one file: one descriptor (and one offset), not two truncating opens
-        else:
-            stderr = os.open(os.path.join(sandbox, error), _WRITE, 0o666)
         if description.get("input"):
             path = os.path.join(sandbox, description["input"])
             try:

@@ -16,7 +16,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher, uses_stdio
-from pilot.agent.units import GroupProcess, RunningUnit, StartError, start_unit, unit_sandbox
+from pilot.agent.units import (
+    GroupProcess,
+    RunningUnit,
+    StartError,
+    UnitFiles,
+    discard_files,
+    prepare_files,
+    start_unit,
+    unit_sandbox,
+)
 from pilot.plugin.types import AgentResources, LaunchMethod
 
 MAX_THREADS = 512
@@ -30,6 +39,8 @@ TEARDOWN_PAUSE = 0.5
 DEFAULT_EXECUTOR_RESTARTS = 3
 
 Event = tuple[Any, ...]
+#: description keys that make a unit's sandbox the slot's business (staging, a directory of its own)
+_PREPARED_ELSEWHERE = frozenset({"input_data", "output_data", "file_transfer", "working_directory"})
 
 
 class SlotWorkers:
@@ -57,6 +68,10 @@ class SlotWorkers:
         #: data gives up within 0.2 s)
         self.canceled: set[str] = set()
         self.wake_fd, self.low_water = wake_fd, low_water
+        #: sandboxes made ahead, off the slot threads (unit id -> its open files); only where
+        #: every slot is on this host, so a unit never gets a sandbox on a node it does not run on
+        self.prepared: dict[str, UnitFiles] = {}
+        self.prepare_ahead = all(node.host == self.local_host for node in resources.nodes)
         #: monotonic time until which this agent's claims hold (renewed by its heartbeats): a slot
         #: starts nothing after it, since others may then hand its units to another pilot
         self.lease_until = float("inf")
@@ -71,10 +86,40 @@ class SlotWorkers:
             thread.start()
 
     def add(self, records: list[dict[str, Any]]) -> None:
-        """Queue claimed units, in order."""
+        """Queue claimed units, in order, their sandboxes and files made first (in the caller's
+        thread: a slot then only spawns) for the plain units, those a slot would give nothing
+        else before the start: no data to stage, no working directory of their own."""
+        if self.prepare_ahead:
+            for record in records:
+                description = record["description"]
+                if record["id"] not in self.prepared and not any(description.get(k) for k in _PREPARED_ELSEWHERE):
+                    try:
+                        self.prepared[record["id"]] = prepare_files(
+                            description, unit_sandbox(self.sandbox, record["id"], description))
+                    except StartError:
+                        pass  # the slot tries again and reports why
         with self.cond:
             self.ready.extend(records)
             self.cond.notify(len(records))
+
+    def drop(self, ids: set[str]) -> list[dict[str, Any]]:
+        """Take the queued units ``ids`` out of the queue (given back, canceled): what their
+        sandboxes got ahead of time is undone. The units taken out."""
+        with self.cond:
+            dropped = [rec for rec in self.ready if rec["id"] in ids]
+            if dropped:
+                kept = [rec for rec in self.ready if rec["id"] not in ids]
+                self.ready.clear()
+                self.ready.extend(kept)
+        self.forget(dropped)
+        return dropped
+
+    def forget(self, records: list[dict[str, Any]]) -> None:
+        """Undo the sandboxes made ahead for units that will not start here."""
+        for record in records:
+            files = self.prepared.pop(record["id"], None)
+            if files is not None:
+                discard_files(files, record["description"])
 
     def renew_lease(self, until: float) -> None:
         """Let the slots start units until ``until`` (monotonic)."""
@@ -96,6 +141,7 @@ class SlotWorkers:
             left = list(self.ready)
             self.ready.clear()
             self.cond.notify_all()
+        self.forget(left)
         deadline = time.monotonic() + grace
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -203,8 +249,8 @@ class SlotWorkers:
         sandbox = unit_sandbox(self.sandbox, record["id"], description)
         started = time.time()
         stage_out = False
-        if self.stager is not None and ("input_data" in description or "output_data" in description
-                                        or "file_transfer" in description):
+        if self.stager is not None and (description.get("input_data") or description.get("output_data")
+                                        or description.get("file_transfer")):
             try:
                 stager = self.stager()
                 stage_in, stage_out = stager.needs_staging(description)
@@ -222,10 +268,14 @@ class SlotWorkers:
                 self.events.put(("failed", record, hosts[0], sandbox, StartError(f"input staging failed: {exc}"),
                                  started))
                 return
+        files = self.prepared.pop(record["id"], None)
         proc: GroupProcess | None = None
         executor = self._executor(hosts[0]) if len(hosts) == 1 and description.get("spmd_variation") != "mpi" \
             else None
         if executor is not None and description.get("spmd_variation") != "mpi" and executor.usable():
+            if files is not None:
+                discard_files(files, description)
+                files = None
             proc = executor.start(record["id"], description, sandbox)
             if proc is not None:
                 try:
@@ -235,7 +285,7 @@ class SlotWorkers:
                     return
         try:
             if proc is None:
-                proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]))
+                proc = start_unit(description, sandbox, hosts, self._method(description, hosts[0]), files)
         except StartError as exc:
             self.events.put(("failed", record, hosts[0], sandbox, exc, started))
             return

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pilot.agent.profile import LOOP_PHASES, REAP, SANDBOX, SLOT_OTHER, SPAWN, STAGING
+from pilot.agent.profile import LOOP_PHASES, REAP, SANDBOX, SANDBOX_AHEAD, SLOT_OTHER, SPAWN, STAGING
 
 #: the agent's phases in the order printed (what the unit path costs first)
-AGENT_PHASES = (LOOP_PHASES["claim"], SANDBOX, SPAWN, REAP, LOOP_PHASES["flush"], STAGING,
+AGENT_PHASES = (LOOP_PHASES["claim"], SANDBOX_AHEAD, SANDBOX, SPAWN, REAP, LOOP_PHASES["flush"], STAGING,
                 LOOP_PHASES["handle_events"], LOOP_PHASES["check_canceled"], LOOP_PHASES["claimer_chores"],
                 LOOP_PHASES["heartbeat"], LOOP_PHASES["step"], SLOT_OTHER)
 UNACCOUNTED = "none of these"
