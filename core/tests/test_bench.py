@@ -30,7 +30,8 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
     for row in ("client CPU per unit, submit", "client CPU per unit, wait", "client CPU per unit, placer",
                 "client CPU per unit, whole process", "agent CPU per unit, whole process",
                 "units per second, agent profile on", "agent phase: claiming from the store",
-                "agent phase: sandboxes made ahead", "agent phase: sandbox and files", "agent phase: spawning", "agent phase: waiting and reaping",
+                "agent phase: sandboxes made ahead", "agent phase: sandbox and files", "agent phase: spawning",
+                "agent phase: waiting and reaping",
                 "agent phase: store writes of state", "agent phase: staging", "agent phase: none of these",
                 "agent CPU per unit, profiled run", "client peak memory", "agent peak memory"):
         assert row in names, f"{row!r} missing from:\n{done.stdout}"

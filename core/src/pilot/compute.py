@@ -45,21 +45,59 @@ def new_unit_id() -> str:
     return f"cu-{value:032x}"
 
 
-def poll_until(done: Callable[[], T | None], timeout: float | None, what: str) -> T:
-    """Call ``done()`` until it returns something other than None, backing off up to 50 ms;
-    raise ``TimeoutError`` (naming ``what``) after ``timeout`` seconds (``PilotError`` when
-    ``timeout`` is not a non-negative finite number or None)."""
+#: Longest a ``wait()`` blocked on the store sleeps before it looks again anyway (a dead pilot
+#: shows in no write: its heartbeats stop).
+CHECK_EVERY = 0.5
+#: Shortest time between two looks of a ``wait()`` woken by changes: a busy store changes all the
+#: time, and its waiters then look as often as polling did, not in a tight loop.
+BUSY_LOOK_EVERY = 0.05
+
+
+def _next_change(store: CoordinationStore, since: int | None, timeout: float) -> int | None:
+    """``store.wait_for_change``, or None when the store cannot tell this time: a store failure
+    (the caller polls this round; its next look at the store meets the failure as before) or a
+    store written before the method existed."""
+    wait = getattr(store, "wait_for_change", None)
+    if wait is None:
+        return None
+    try:
+        marker: int = wait(since, timeout)
+    except PilotError as exc:
+        get_logger().debug("waiting for a store change failed; polling", error=str(exc))
+        return None
+    return marker
+
+
+def poll_until(done: Callable[[], T | None], timeout: float | None, what: str,
+               store: CoordinationStore | None = None) -> T:
+    """Call ``done()`` until it returns something other than None; raise ``TimeoutError``
+    (naming ``what``) after ``timeout`` seconds (``PilotError`` when ``timeout`` is not a
+    non-negative finite number or None). Between calls it blocks until ``store`` changes
+    (``wait_for_change``), for ``CHECK_EVERY`` s at most, and looks at most every
+    ``BUSY_LOOK_EVERY`` s; without a store, or for a round where the store fails, it sleeps
+    instead, backing off up to 50 ms."""
     timeout = check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.002
+    marker: int | None = None
     while True:
+        looked = time.monotonic()
         result = done()
         if result is not None:
             return result
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
-        time.sleep(pause)
+        left = CHECK_EVERY if deadline is None else max(0.0, min(CHECK_EVERY, deadline - time.monotonic()))
+        if store is not None:
+            # no marker yet (first round, or after a failure): read one and look again at once,
+            # since a change made before the marker was read would not wake the wait
+            first = marker is None
+            marker = _next_change(store, marker, 0 if first else left)
+            if marker is not None:
+                if not first:
+                    time.sleep(max(0.0, min(looked + BUSY_LOOK_EVERY - time.monotonic(), left)))
+                continue
+        time.sleep(min(delay, left))
         delay = min(delay * 1.5, 0.05)
 
 
@@ -188,7 +226,7 @@ class ComputeUnit(StoredObject):
                         raise PilotError(f"compute unit {self.id} can never run: {reason}")
             return None
 
-        return poll_until(final, timeout, f"compute unit {self.id}")
+        return poll_until(final, timeout, f"compute unit {self.id}", self._store)
 
 
 class PilotCompute(StoredObject):
@@ -271,7 +309,7 @@ class PilotCompute(StoredObject):
             return None
 
         with shown(lambda: self._store.count_units(pilot_id=self.id), f"units of pilot {self.id[:12]}", progress):
-            return poll_until(idle, timeout, f"the units of pilot {self.id}")
+            return poll_until(idle, timeout, f"the units of pilot {self.id}", self._store)
 
     def get_timeline(self) -> list[dict[str, Any]]:
         """One row per unit of this pilot (see ``ComputeDataService.get_timeline``)."""
@@ -393,5 +431,5 @@ class PilotComputeService(UrlIdentity):
             return total
 
         with shown(counts, f"units of {self.id[:12]}'s pilots", progress):
-            poll_until(all_final, timeout, f"the pilots of {self.id}")
+            poll_until(all_final, timeout, f"the pilots of {self.id}", self._store)
 

@@ -381,7 +381,7 @@ class ComputeDataService(UrlIdentity):
             return None if data_units else True
 
         with shown(lambda: store.count_units(cds_id=self.id), f"units of {self.id[:12]}", show):
-            poll_until(all_final, timeout, f"the units of {self.id}")
+            poll_until(all_final, timeout, f"the units of {self.id}", store)
 
     def cancel(self) -> None:
         """Cancel this service's unfinished units and the pilots of its services."""

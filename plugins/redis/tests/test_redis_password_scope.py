@@ -62,9 +62,20 @@ class FakeRedis:
             writer.close()
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
+        """Stop serving and end the connections' tasks before the loop: a task left pending is
+        finalized by some later garbage collection, in whatever the main thread is doing then
+        (once, inside the AST compiler of an import, which Python 3.11 cannot take)."""
+        async def stop() -> None:
+            self._server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def passwords(self) -> list[str]:
         return [arg for args in self.seen for arg in args[1:]]

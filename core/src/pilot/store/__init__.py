@@ -135,3 +135,15 @@ class CoordinationStore(Protocol):
         that carry no placement constraint (no affinity label, no ``input_data``) and need at
         most ``max_slots`` slots. A claimed unit is bound to ``pilot_id``. A unit is claimed by
         one agent only, until it is handed back with ``unbind_units``."""
+
+    def wait_for_change(self, since: int | None, timeout: float) -> int:
+        """The store's change marker. With ``since`` None, the current one, at once. Else block
+        until the store has changed since marker ``since`` was read (a write by any client or
+        agent; at the least, every write to units, pilots or services), or until ``timeout``
+        seconds have passed, and return the current marker.
+
+        Markers are opaque ints, compared only for equality. An early return without a change is
+        allowed, a missed change is not: a change made after ``since`` was read ends the wait (at
+        once, when made before this call) with a marker other than ``since``. So ``wait()``
+        blocks instead of polling: it reads the marker, looks at the store, then waits for a
+        change from that marker. Store failures raise as in other calls."""

@@ -21,6 +21,7 @@ from pilot.plugin import hookimpl
 from pilot.plugin.types import CoordinationStoreRecord
 from pilot.states import ACTIVE_UNIT_STATES, CLAIMABLE_STATE, QUEUED_UNIT_STATES, State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
+from pilot.store.sqlite_changes import ChangeMarks
 from pilot.store.sqlite_schema import damaged, prepare
 from pilot.store.sqlite_updates import expected_states, states_of, update_many, update_one
 
@@ -111,6 +112,7 @@ class SQLiteStore:
         self._all: dict[int, sqlite3.Connection] = {}  # thread ident -> its connection
         self._closed = False
         self._lock = threading.Lock()
+        self._changes = ChangeMarks()
         if not create and not self.path.is_file():
             raise PilotError(f"no coordination store at {self.path}: check the URL (a store is created only "
                              "by a service given a new coordination_url)", key="coordination_url")
@@ -164,6 +166,7 @@ class SQLiteStore:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+        self._changes.committed()
 
     def close(self) -> None:
         """Close the store: this thread's connection and those of threads that have ended now;
@@ -177,6 +180,15 @@ class SQLiteStore:
                     con.close()
                     del self._all[ident]
         self._local = threading.local()
+
+    def wait_for_change(self, since: int | None, timeout: float) -> int:
+        """The change marker (see ``CoordinationStore``): ``PRAGMA data_version`` polled on this
+        thread's connection, with this object's own commits (``pilot.store.sqlite_changes``)."""
+        return ChangeMarks.wait(self._marker, since, timeout)
+
+    @_retrying
+    def _marker(self) -> int:
+        return self._changes.marker(self._con())
 
     # --- services ---------------------------------------------------------------------------
     @_retrying

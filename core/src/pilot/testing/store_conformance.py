@@ -29,6 +29,7 @@ from pilot.errors import PilotError
 from pilot.states import State
 from pilot.store import ACTIVE_UNIT_STATES, CoordinationStore, UnitUpdate
 from pilot.testing._store_children import CLAIM_CHILD, READER_CHILD, WRITER_CHILD
+from pilot.testing.change_conformance import ChangeConformance
 from pilot.testing.query_conformance import QueryConformance
 from pilot.testing.queue_conformance import QueueConformance
 from pilot.testing.records import pilot_record, record_ids, unit_record
@@ -38,7 +39,7 @@ __all__ = ["StoreConformance", "pilot_record", "unit_record"]
 
 
 
-class StoreConformance(QueueConformance, QueryConformance):
+class StoreConformance(QueueConformance, QueryConformance, ChangeConformance):
     """Behaviour every ``CoordinationStore`` must show. Subclass it and override ``store_url``."""
 
     @pytest.fixture

@@ -7,7 +7,9 @@ that answer without doing anything: so a claim or a conditional update retried a
 connection is never applied twice and never lost.
 
 Keys (``P`` is the prefix): ``P u:<id>`` a unit hash (``seq`` plus its fields), ``P p:<id>`` a
-pilot hash, ``P s:<id>`` a service (JSON), ``P l:<parent>`` links (sorted set). Unit indexes,
+pilot hash, ``P s:<id>`` a service (JSON), ``P l:<parent>`` links (sorted set), ``P changes``
+the count of writes that changed something, also published on channel ``P changes`` by every
+such write (``pilot_redis.changes``: what ``wait_for_change`` blocks on). Unit indexes,
 sorted sets of unit ids scored by ``seq`` (submission order), kept by ``reindex``: ``all``,
 ``cu:<cds>``, ``ca:<cds>`` (active), ``cf:<cds>`` (unbound and queued: the service's queue),
 ``cc:<cds>`` (the constrained part of ``cf:``: units with an affinity label or ``input_data``,
@@ -111,6 +113,11 @@ local function remember(result)
   redis.call('EXPIRE', t, TOKEN_TTL)
   return result
 end
+-- a change of units, pilots, services or links: count it in ``P changes`` and publish the count
+-- on channel ``P changes``, so that ``wait_for_change`` wakes (pilot_redis.changes)
+local function changed()
+  redis.call('PUBLISH', P .. 'changes', redis.call('INCR', P .. 'changes'))
+end
 local function expected(i)
   -- reads '<n>, s1..sn' at ARGV[i] (n = -1: any state); returns the set (or nil) and the next index
   local n = tonumber(ARGV[i])
@@ -141,6 +148,7 @@ for _, unit in ipairs(units) do
   end
 end
 flush_index()
+changed()
 return count
 """
 
@@ -177,6 +185,7 @@ for _ = 1, tonumber(ARGV[3]) do
   end
 end
 flush_index()
+if #out > 0 then changed() end
 return remember(out)
 """
 
@@ -196,6 +205,7 @@ for i = 3, #ARGV, 2 do
   end
 end
 flush_index()
+if #out > 0 then changed() end
 return remember(out)
 """
 
@@ -220,6 +230,7 @@ for _, id in ipairs(ids) do
   end
 end
 flush_index()
+if #out > 0 then changed() end
 return remember(out)
 """
 
@@ -281,6 +292,7 @@ for i = 1, math.min(left, #found) do
   picked[#picked + 1] = {seq, id}
 end
 flush_index()
+if #picked > 0 then changed() end
 table.sort(picked, function(a, b) return a[1] < b[1] end)
 local ids = {}
 for i, p in ipairs(picked) do ids[i] = p[2] end
@@ -369,6 +381,7 @@ local seq = redis.call('INCR', P .. 'pseq')
 redis.call('HSET', key, 'seq', seq, unpack(ARGV, 5))
 redis.call('ZADD', P .. 'pilots', seq, ARGV[3])
 if ARGV[4] ~= '' then redis.call('ZADD', P .. 'ps:' .. ARGV[4], seq, ARGV[3]) end
+changed()
 return 1
 """
 
@@ -385,6 +398,7 @@ local ns = tonumber(ARGV[i])
 if ns > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * ns)) end
 local nd = tonumber(ARGV[i + 1 + 2 * ns])
 if nd > 0 then redis.call('HDEL', key, unpack(ARGV, i + 2 + 2 * ns, i + 1 + 2 * ns + nd)) end
+changed()
 return remember({'1'})
 """
 
@@ -393,6 +407,7 @@ HEARTBEAT = _PRELUDE + """
 local key = P .. 'p:' .. ARGV[3]
 if redis.call('EXISTS', key) == 0 then return false end
 redis.call('HSET', key, 'heartbeat', ARGV[4])
+changed()
 return redis.call('HGETALL', key)
 """
 
@@ -401,5 +416,6 @@ LINK = _PRELUDE + """
 local key = P .. 'l:' .. ARGV[3]
 if redis.call('ZSCORE', key, ARGV[4]) then return 0 end
 redis.call('ZADD', key, redis.call('INCR', P .. 'lseq'), ARGV[4])
+changed()
 return 1
 """

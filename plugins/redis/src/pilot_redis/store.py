@@ -30,6 +30,7 @@ from pilot.log import get_logger
 from pilot.states import ACTIVE_UNIT_STATES, QUEUED_UNIT_STATES, State
 from pilot.store import PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
 from pilot_redis import scripts
+from pilot_redis.changes import ChangeWaiter
 from pilot_redis.codec import UNIT_DEFAULTS, decode_fields, decode_pilot, decode_unit, encode
 from pilot_redis.config import RedisTarget, find_password, parse_url, remember_password
 
@@ -83,6 +84,7 @@ class RedisStore:
         self._scripts = {name: self._client.register_script(getattr(scripts, name)) for name in (
             "INSERT_UNITS", "UPDATE_UNITS", "BIND_UNITS", "UNBIND_UNITS", "CLAIM_UNITS", "COUNT_ACTIVE",
             "FIND_UNITS", "COUNT_UNITS", "INSERT_PILOT", "UPDATE_PILOT", "HEARTBEAT", "LINK")}
+        self._changes = ChangeWaiter(self._client, f"{self._p}changes")
         self._call(self._client.ping)
         self._check_schema()
 
@@ -99,6 +101,7 @@ class RedisStore:
     def close(self) -> None:
         """Release the connections; later calls raise ``StoreClosed``."""
         self._closed = True
+        self._changes.close()
         self._client.close()
 
     def _check_schema(self) -> None:
@@ -118,11 +121,12 @@ class RedisStore:
             self._call(lambda: self._client.set(key, SCHEMA_VERSION))
 
     # --- plumbing ---------------------------------------------------------------------------
-    def _call(self, func: Callable[[], T]) -> T:
-        """Run ``func`` with retries while the server is unreachable; errors as ``PilotError``."""
+    def _call(self, func: Callable[[], T], *, retry: bool = True) -> T:
+        """Run ``func`` with retries (unless not ``retry``) while the server is unreachable;
+        errors as ``PilotError``."""
         if self._closed:
             raise StoreClosed(f"the coordination store {self.url} is closed")
-        limit = _retry_seconds()
+        limit = _retry_seconds() if retry else 0.0
 
         def warn(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -142,7 +146,8 @@ class RedisStore:
                 raise PilotError(f"Redis store {self.url}: {exc}") from exc
             raise PilotError(f"Redis store {self.url}: authentication failed ({exc})", key="coordination_url") from None
         except _TRANSIENT as exc:
-            raise PilotError(f"Redis store {self.url} unreachable for {limit:g} s: {exc}") from exc
+            during = f" for {limit:g} s" if limit else ""
+            raise PilotError(f"Redis store {self.url} unreachable{during}: {exc}") from exc
         except redis.RedisError as exc:
             raise PilotError(f"Redis store {self.url}: {exc}") from exc
 
@@ -153,6 +158,16 @@ class RedisStore:
         argv = [self._p, tok, *args]
         script = self._scripts[name]
         return self._call(lambda: script(args=argv))
+
+    def _changed(self, pipe: redis.client.Pipeline) -> None:
+        """Queue the change count's increment and its message (see ``wait_for_change``)."""
+        pipe.incr(self._changes.key)
+        pipe.publish(self._changes.key, b"")
+
+    def wait_for_change(self, since: int | None, timeout: float) -> int:
+        """The count of changes (see ``CoordinationStore``), blocking on their channel
+        (``pilot_redis.changes``); a failure raises at once, without retries."""
+        return self._call(lambda: self._changes.wait(since, timeout), retry=False)
 
     def _hgetall(self, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
         def run() -> list[dict[bytes, bytes]]:
@@ -174,7 +189,14 @@ class RedisStore:
     def put_service(self, service_id: str, kind: str, data: Mapping[str, Any]) -> None:
         """Create or replace a service record."""
         doc = json.dumps({"kind": kind, "data": dict(data)})
-        self._call(lambda: self._client.set(f"{self._p}s:{service_id}", doc))
+
+        def run() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(f"{self._p}s:{service_id}", doc)
+                self._changed(pipe)
+                pipe.execute()
+
+        self._call(run)
 
     @staticmethod
     def _service(service_id: str, raw: Any) -> Record | None:
@@ -226,6 +248,7 @@ class RedisStore:
                         doc["data"].update(values)
                         pipe.multi()
                         pipe.set(key, json.dumps(doc))
+                        self._changed(pipe)
                         pipe.execute()
                         return True
                     except redis.WatchError:
@@ -239,7 +262,13 @@ class RedisStore:
 
     def unlink(self, parent: str, child: str) -> None:
         """Remove a link."""
-        self._call(lambda: self._client.zrem(f"{self._p}l:{parent}", child))
+        def run() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.zrem(f"{self._p}l:{parent}", child)
+                self._changed(pipe)
+                pipe.execute()
+
+        self._call(run)
 
     def children(self, parent: str) -> list[str]:
         """Services linked under ``parent``, in link order."""
