@@ -121,6 +121,20 @@ def test_claimer_takes_plain_units_and_those_the_policy_gives_its_pilot(session:
     assert [u["id"] for u in left] == ["cu-us", "cu-huge"]
 
 
+def test_an_idle_claimer_asks_for_units_again_only_once_the_store_changed(session: Session, store: Any) -> None:
+    me = running_pilot(store, "pilot-me")
+    claimer = Claimer(session, store, me, total_slots=1)
+    asked: list[int] = []
+    claim_units = store.claim_units
+    store.claim_units = lambda *args, **kwargs: asked.append(1) or claim_units(*args, **kwargs)
+    assert claimer.claim(2, NOW) == []
+    assert claimer.claim(2, NOW + 0.1) == []  # nothing written meanwhile: the store is not asked
+    assert len(asked) == 1
+    store.insert_units([unit_record("cu-1")])
+    assert [r["id"] for r in claimer.claim(2, NOW + 0.2)] == ["cu-1"]
+    assert len(asked) == 2
+
+
 def test_claimer_ignores_services_whose_client_places_units(session: Session, store: Any) -> None:
     store.put_service("cds-1", "cds", {"placement": "client"})
     me = running_pilot(store, "pilot-me")

@@ -10,6 +10,8 @@ what it held too long, and looks after the pilots it shares its services with.
 - Prefetch: at most ``PREFETCH_PER_SLOT`` units per slot beyond the slots, and no more than
   ``PREFETCH_SECONDS`` of work at the recent start rate (at least one unit per slot).
 - A service unit held ``HOLD_SECONDS`` without starting goes back to its service's queue.
+- An agent whose last claim found nothing asks again only once the store's change marker moved
+  (or its services are due a re-read): idle pilots cost the store a cheap read, not queries.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Claimer:
         self._peers_at = time.monotonic()
         self._peers_every = PEERS_EVERY
         self.rate = 0.0  # units started per second, smoothed
+        self._empty_at: int | None = None  # the store's change marker when a claim last found nothing
         self._started = 0
         self._rate_at = time.monotonic()
         self.log = get_logger(pilot=self.pilot_id)
@@ -93,11 +96,15 @@ class Claimer:
         queue and units bound to the pilot directly, in one atomic call."""
         if want <= 0:
             return []
+        marker = self.store.wait_for_change(None, 0)  # a cheap read: nothing changed, nothing to claim
+        if marker == self._empty_at and now - self._services_at < SERVICES_EVERY:
+            return []
         services = self.refresh_services(now)
         if services:
             self._bind_by_policy(services, want)
         claimed: list[Record] = self.store.claim_units(self.pilot_id, want, () if self.custom else services,
                                                        self.total)
+        self._empty_at = None if claimed else marker
         for record in claimed:
             record[HELD] = now
         return claimed
