@@ -96,8 +96,10 @@ class Claimer:
         queue and units bound to the pilot directly, in one atomic call."""
         if want <= 0:
             return []
-        marker = self.store.wait_for_change(None, 0)  # a cheap read: nothing changed, nothing to claim
-        if marker == self._empty_at and now - self._services_at < SERVICES_EVERY:
+        # a cheap read: nothing changed, nothing to claim (a store plugin older than the method: None)
+        read = getattr(self.store, "wait_for_change", None)
+        marker: int | None = None if read is None else read(None, 0)
+        if marker is not None and marker == self._empty_at and now - self._services_at < SERVICES_EVERY:
             return []
         services = self.refresh_services(now)
         if services:
