@@ -74,3 +74,13 @@ def test_submit_only_prints_the_submission_figures(tmp_path: Path) -> None:
                           text=True, timeout=120, check=True, env={**os.environ, "PILOT_HOME": str(tmp_path / "home")})
     assert "units submitted from a generator" in done.stdout and "300" in done.stdout
     assert "client peak memory" in done.stdout
+
+
+def test_bench_runs_prints_medians_of_every_bar() -> None:
+    done = _bench("-n", "100", "--raw", "100", "--runs", "3", "--pilots", "2")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    assert set(rows) >= {"units per second, 3 runs", "ratio to argv spawn rate, median",
+                         "2 pilots of 1 slot to one pilot, median"}
+    for line in rows.values():  # each row lists its three runs after the median
+        assert len(line.split("runs: ")[1].split(", ")) == 3

@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--submit-only", action="store_true",
                         help="only submit the N units from a generator to a service with no pilot, and print the "
                              "submission time and the client's peak memory (handles included)")
+    parser.add_argument("--runs", type=int, default=1, metavar="R",
+                        help="run R times (with --pilots P, the P-pilot run too) and print the medians of the "
+                             "rate, of its ratio to the spawn rate measured beside each run, and of the P-pilot "
+                             "ratio; no profile, no peers")
     parser.add_argument("--service-url", default="fork://localhost")
     parser.add_argument("--coordination-url", default=None, help="store URL (default: embedded SQLite)")
     return parser
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
     if args.submit_only:
         return submit_only(args.units, args.coordination_url)
+    if args.runs > 1:
+        from pilot.bench.repeat import repeated
+
+        return repeated(args.runs, args.units, slots=args.slots, raw=args.raw, pilots=args.pilots,
+                        service_url=args.service_url, coordination_url=args.coordination_url)
     where = (args.service_url, args.coordination_url)
     # the raw rates are measured before and after the pilot run and averaged, so drift in the
     # machine's load during the run does not favour either side
