@@ -39,6 +39,8 @@ TEARDOWN_PAUSE = 0.5
 DEFAULT_EXECUTOR_RESTARTS = 3
 
 Event = tuple[Any, ...]
+#: Most units whose sandboxes are made ahead at a time (each holds two open files until it starts).
+PREPARE_AHEAD_MAX = 64
 #: description keys that make a unit's sandbox the slot's business (staging, a directory of its own)
 _PREPARED_ELSEWHERE = frozenset({"input_data", "output_data", "file_transfer", "working_directory"})
 
@@ -88,9 +90,12 @@ class SlotWorkers:
     def add(self, records: list[dict[str, Any]]) -> None:
         """Queue claimed units, in order, their sandboxes and files made first (in the caller's
         thread: a slot then only spawns) for the plain units, those a slot would give nothing
-        else before the start: no data to stage, no working directory of their own."""
+        else before the start: no data to stage, no working directory of their own (at most
+        ``PREPARE_AHEAD_MAX`` at a time)."""
         if self.prepare_ahead:
             for record in records:
+                if len(self.prepared) >= PREPARE_AHEAD_MAX:
+                    break  # the rest are made by their slots: descriptors stay few on large pilots
                 description = record["description"]
                 if record["id"] not in self.prepared and not any(description.get(k) for k in _PREPARED_ELSEWHERE):
                     try:
