@@ -84,7 +84,8 @@ def _encode(record: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any
 
 
 def _decode(row: sqlite3.Row) -> Record:
-    record = {key: row[key] for key in row.keys() if key != "seq"}  # noqa: SIM118
+    record = dict(zip(row.keys(), row, strict=True))  # a third of the time of row[name] per column
+    record.pop("seq", None)
     for key in JSON_FIELDS:
         if record.get(key) is not None:
             record[key] = json.loads(record[key])
