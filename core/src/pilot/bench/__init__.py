@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,9 +68,8 @@ def submit_only(units: int, coordination_url: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the benchmark figures."""
-    from pilot.bench.phases import agent_rows, client_rows, us
-
+    """Print the benchmark figures. Without ``PILOT_HOME`` (and a store URL) the store lives in
+    a temporary home, removed at the end with the pilots' sandboxes."""
     args = _parser().parse_args(argv)
     if args.peers:
         from pilot.bench.peers import MISSING, missing_peers
@@ -78,8 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"python -m pilot.bench: error: {MISSING.format(names=', '.join(missing))}", file=sys.stderr)
             return 2
-    if not os.environ.get("PILOT_HOME") and not args.coordination_url:
-        os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
+    if os.environ.get("PILOT_HOME") or args.coordination_url:
+        return _run(args)
+    home = os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
+    try:
+        return _run(args)
+    finally:
+        del os.environ["PILOT_HOME"]
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pilot.bench.phases import agent_rows, client_rows, us
+
     if args.submit_only:
         return submit_only(args.units, args.coordination_url)
     if args.runs > 1:

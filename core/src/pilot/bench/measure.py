@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -109,6 +110,7 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     CPU seconds from Running to the last unit final, and ``profiles`` (the agents' JSON)."""
     from pilot import ComputeDataService, PilotComputeService, State
     from pilot.agent.profile import PROFILE_ENV
+    from pilot.states import FINAL_STATES
 
     pcs = PilotComputeService(coordination_url)
     work = tempfile.mkdtemp(prefix="pilot-bench-")
@@ -145,9 +147,14 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     placer_cpu = sum(thread_cpu(t) for t in _placers()) - placers_before
     agents_cpu = sum(process_cpu(pid) for pid in agent_pids) - agents_before
     agent_mb = max(peak_rss_mb(pid) for pid in agent_pids)
-    done = sum(1 for u in cds._store.find_units(cds_id=cds.id, states=[State.Done]))
+    done = cds._store.count_units(cds_id=cds.id).get(State.Done.value, 0)
     cds.cancel()
+    profiles = read_profiles(paths) if profile else []
+    ended = time.monotonic() + PROFILE_WAIT  # the agents drained: nothing writes into the sandboxes
+    while time.monotonic() < ended and any(p.get_state() not in FINAL_STATES for p in handles):
+        time.sleep(0.01)
+    shutil.rmtree(work, ignore_errors=True)
     return {"startup": startup, "submit": submitted, "total": total, "rate": units / total,
             "agent_mb": agent_mb, "done": done, "units": units,
             "cpu_submit": c2 - c1, "cpu_wait": c3 - c2, "cpu_placer": placer_cpu, "cpu_client": client_cpu,
-            "cpu_agents": agents_cpu, "profiles": read_profiles(paths) if profile else []}
+            "cpu_agents": agents_cpu, "profiles": profiles}
