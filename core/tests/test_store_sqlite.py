@@ -181,3 +181,25 @@ def test_closing_a_store_under_a_busy_thread_stops_it_cleanly(tmp_path: Path) ->
     assert not thread.is_alive()
     assert len(errors) == 1
     assert isinstance(errors[0], StoreClosed)
+
+
+def test_every_claim_statement_finds_its_units_through_an_index_not_the_whole_queue(tmp_path: Path) -> None:
+    """Claims stay as fast with a million queued units as with ten: none of the statements a
+    claim runs scans the queue (at a million units, a claim that did took 50 ms instead of 1)."""
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    store.insert_units([unit_record(f"cu-{n:05d}") for n in range(500)])
+    con = store._con()
+    statements: list[str] = []
+    con.set_trace_callback(statements.append)
+    try:
+        claimed = store.claim_units("pilot-1", 32, ["cds-1"], 1)
+    finally:
+        con.set_trace_callback(None)
+    assert len(claimed) == 32
+    queries = [s for s in statements if s.startswith(("SELECT", "UPDATE"))]
+    assert any(s.startswith("UPDATE units SET pilot_id") for s in queries)
+    for sql in queries:
+        plan = " | ".join(row[3] for row in con.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "SCAN units" not in plan, (sql[:120], plan)
+        if sql.startswith("UPDATE units SET pilot_id"):  # by seq (the rowid), not via pilot_id's index
+            assert "INTEGER PRIMARY KEY" in plan, (sql[:120], plan)

@@ -32,6 +32,10 @@ _QUEUED = tuple(s.value for s in QUEUED_UNIT_STATES)
 # The service queues an agent claims from: literal terms, so that the partial indexes apply.
 _PLAIN = ("pilot_id IS NULL AND state = 'Pending' AND datacenter IS NULL AND machine IS NULL"
           " AND input_data IS NULL")
+# the same test as a filter only ("+" keeps the planner off indexes on these columns): a claim's
+# UPDATE finds its rows by seq; with an index on pilot_id it would scan every queued unit
+_PLAIN_FILTER = ("+pilot_id IS NULL AND +state = 'Pending' AND +datacenter IS NULL AND +machine IS NULL"
+                 " AND +input_data IS NULL")
 _CONSTRAINED = ("pilot_id IS NULL AND state = 'Pending'"
                 " AND (datacenter IS NOT NULL OR machine IS NOT NULL OR input_data IS NOT NULL)")
 assert CLAIMABLE_STATE.value == "Pending"
@@ -469,7 +473,7 @@ class SQLiteStore:
                 for start in range(0, len(seqs), 500):
                     chunk = seqs[start:start + 500]
                     rows += con.execute(f"UPDATE units SET pilot_id = ?, claimed = 1 WHERE seq IN ({_marks(chunk)})"
-                                        f" AND {_PLAIN} RETURNING *", (pilot_id, *chunk)).fetchall()
+                                        f" AND {_PLAIN_FILTER} RETURNING *", (pilot_id, *chunk)).fetchall()
         return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
 
