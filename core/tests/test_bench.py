@@ -18,9 +18,9 @@ from pilot.agent.profile import PROFILE_ENV
 from helpers import fork_pilot, wait_for
 
 
-def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pilot.bench", *args], capture_output=True, text=True,
-                          check=False, timeout=180)
+                          check=False, timeout=180, env=env)
 
 
 def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
@@ -76,9 +76,13 @@ def test_submit_only_prints_the_submission_figures(tmp_path: Path) -> None:
     assert "client peak memory" in done.stdout
 
 
-def test_bench_runs_prints_medians_of_every_bar() -> None:
-    done = _bench("-n", "100", "--raw", "100", "--runs", "3", "--pilots", "2")
+def test_bench_runs_prints_medians_of_every_bar_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PILOT_HOME"}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = _bench("-n", "100", "--raw", "100", "--runs", "3", "--pilots", "2", env={**env, "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    assert list(scratch.iterdir()) == []  # its store and the pilots' sandboxes are gone
     rows = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
     assert set(rows) >= {"units per second, 3 runs", "ratio to argv spawn rate, median",
                          "2 pilots of 1 slot to one pilot, median"}

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from pilot.bench.measure import peak_rss_mb, print_rows, run_pilot, spawn_rate
+from pilot.bench.measure import peak_rss_mb, print_rows, remove_scratch, run_pilot, spawn_rate
 
 __all__ = ["main", "peak_rss_mb", "print_rows", "run_pilot", "spawn_rate"]
 
@@ -68,8 +68,8 @@ def submit_only(units: int, coordination_url: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the benchmark figures. Without ``PILOT_HOME`` (and a store URL) the store lives in
-    a temporary home, removed at the end with the pilots' sandboxes."""
+    """Print the benchmark figures. The pilots' sandboxes are removed at the end; so is the
+    store, which without ``PILOT_HOME`` (or a store URL) lives in a temporary home."""
     args = _parser().parse_args(argv)
     if args.peers:
         from pilot.bench.peers import MISSING, missing_peers
@@ -78,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"python -m pilot.bench: error: {MISSING.format(names=', '.join(missing))}", file=sys.stderr)
             return 2
-    if os.environ.get("PILOT_HOME") or args.coordination_url:
-        return _run(args)
-    home = os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
+    home = None
+    if not os.environ.get("PILOT_HOME") and not args.coordination_url:
+        home = os.environ["PILOT_HOME"] = tempfile.mkdtemp(prefix="pilot-bench-home-")
     try:
         return _run(args)
     finally:
-        del os.environ["PILOT_HOME"]
-        shutil.rmtree(home, ignore_errors=True)
+        remove_scratch()
+        if home is not None:
+            del os.environ["PILOT_HOME"]
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace) -> int:
