@@ -19,7 +19,7 @@ from pilot.plugin.types import PilotJobRequest
 from pilot.session import Session, default_session, heartbeat_timeout_from_env
 from pilot.site import resolve_pilot
 from pilot.states import FINAL_STATES, LIVE_PILOT_STATES, Kind, State
-from pilot.store import CoordinationStore, Record
+from pilot.store import CoordinationStore, Record, change_marker
 from pilot.timeouts import check_timeout
 from pilot.transitions import transition
 
@@ -54,18 +54,14 @@ BUSY_LOOK_EVERY = 0.05
 
 
 def _next_change(store: CoordinationStore, since: int | None, timeout: float) -> int | None:
-    """``store.wait_for_change``, or None when the store cannot tell this time: a store failure
-    (the caller polls this round; its next look at the store meets the failure as before) or a
-    store written before the method existed."""
-    wait = getattr(store, "wait_for_change", None)
-    if wait is None:
-        return None
+    """``change_marker``, or None when the store cannot tell this time: a store failure (the
+    caller polls this round; its next look at the store meets the failure as before) or a store
+    written before the method existed."""
     try:
-        marker: int = wait(since, timeout)
+        return change_marker(store, since, timeout)
     except PilotError as exc:
         get_logger().debug("waiting for a store change failed; polling", error=str(exc))
         return None
-    return marker
 
 
 def poll_until(done: Callable[[], T | None], timeout: float | None, what: str,

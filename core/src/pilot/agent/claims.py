@@ -36,7 +36,7 @@ from pilot.binding import (
 from pilot.lifecycle import refresh_pilot, release_orphans
 from pilot.log import get_logger
 from pilot.states import CLAIMABLE_STATE, State
-from pilot.store import CoordinationStore, Record
+from pilot.store import CoordinationStore, Record, change_marker
 from pilot.transitions import change_units
 
 if TYPE_CHECKING:
@@ -96,9 +96,7 @@ class Claimer:
         queue and units bound to the pilot directly, in one atomic call."""
         if want <= 0:
             return []
-        # a cheap read: nothing changed, nothing to claim (a store plugin older than the method: None)
-        read = getattr(self.store, "wait_for_change", None)
-        marker: int | None = None if read is None else read(None, 0)
+        marker = change_marker(self.store, None, 0)  # a cheap read: nothing changed, nothing to claim
         if marker is not None and marker == self._empty_at and now - self._services_at < SERVICES_EVERY:
             return []
         services = self.refresh_services(now)

@@ -26,7 +26,7 @@ UNIT_FIELDS = (
     "attempts", "input_data", "staging_in", "staging_out",
 )
 JSON_FIELDS = frozenset({"description", "hosts", "input_data"})
-__all__ = ["ACTIVE_UNIT_STATES", "CoordinationStore", "Record", "UnitUpdate"]
+__all__ = ["ACTIVE_UNIT_STATES", "CoordinationStore", "Record", "UnitUpdate", "change_marker"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,3 +147,10 @@ class CoordinationStore(Protocol):
         once, when made before this call) with a marker other than ``since``. So ``wait()``
         blocks instead of polling: it reads the marker, looks at the store, then waits for a
         change from that marker. Store failures raise as in other calls."""
+
+
+def change_marker(store: CoordinationStore, since: int | None, timeout: float) -> int | None:
+    """``store.wait_for_change(since, timeout)``, or None for a store plugin written before
+    the method existed (its callers then poll, as they did)."""
+    wait = getattr(store, "wait_for_change", None)
+    return None if wait is None else int(wait(since, timeout))

@@ -164,6 +164,16 @@ class RedisStore:
         pipe.incr(self._changes.key)
         pipe.publish(self._changes.key, b"")
 
+    def _write(self, command: Callable[[redis.client.Pipeline], object]) -> None:
+        """One write and the change it makes, in one MULTI/EXEC, with the retries of ``_call``."""
+        def run() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                command(pipe)
+                self._changed(pipe)
+                pipe.execute()
+
+        self._call(run)
+
     def wait_for_change(self, since: int | None, timeout: float) -> int:
         """The count of changes (see ``CoordinationStore``), blocking on their channel
         (``pilot_redis.changes``); a failure raises at once, without retries."""
@@ -189,14 +199,7 @@ class RedisStore:
     def put_service(self, service_id: str, kind: str, data: Mapping[str, Any]) -> None:
         """Create or replace a service record."""
         doc = json.dumps({"kind": kind, "data": dict(data)})
-
-        def run() -> None:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(f"{self._p}s:{service_id}", doc)
-                self._changed(pipe)
-                pipe.execute()
-
-        self._call(run)
+        self._write(lambda pipe: pipe.set(f"{self._p}s:{service_id}", doc))
 
     @staticmethod
     def _service(service_id: str, raw: Any) -> Record | None:
@@ -262,13 +265,7 @@ class RedisStore:
 
     def unlink(self, parent: str, child: str) -> None:
         """Remove a link."""
-        def run() -> None:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.zrem(f"{self._p}l:{parent}", child)
-                self._changed(pipe)
-                pipe.execute()
-
-        self._call(run)
+        self._write(lambda pipe: pipe.zrem(f"{self._p}l:{parent}", child))
 
     def children(self, parent: str) -> list[str]:
         """Services linked under ``parent``, in link order."""
