@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pilot.agent.claims import HELD, Claimer
+from pilot.agent.claims import CROWD_MAX, HELD, PEERS_LOOKS, Claimer
 from pilot.agent.runner import Agent
 from pilot.agent.units import RunningUnit, StartError
 from pilot.binding import HOLD_SECONDS, PREFETCH_PER_SLOT, PREFETCH_SECONDS, capacity, choose, pilot_views
@@ -151,6 +151,29 @@ def test_prefetch_follows_the_start_rate_within_its_bounds(session: Session, sto
     assert claimer.prefetch(start + 0.2) == max(2, math.ceil(0.5 * 200 * PREFETCH_SECONDS))  # 100 /s smoothed
     claimer.count_started(100_000)
     assert claimer.prefetch(start + 0.4) == 2 * PREFETCH_PER_SLOT
+
+
+def test_a_crowd_of_live_peers_stretches_the_prefetch_and_ended_ones_do_not(session: Session, store: Any) -> None:
+    me = running_pilot(store, "pilot-me")
+    claimer = Claimer(session, store, me, total_slots=1)
+    claimer.refresh_services(NOW)
+    for n in range(int(2 * PEERS_LOOKS)):  # ended pilots of the service: no crowd
+        running_pilot(store, f"pilot-ended-{n}", state=State.Done, finished=time.time())
+    claimer.look_after_peers(time.monotonic() + 60)
+    start = claimer._rate_at
+    claimer.count_started(20)  # 20 starts in 0.2 s: 100 /s, 50 /s smoothed
+    alone = claimer.prefetch(start + 0.2)
+    assert (claimer.crowd, alone) == (1.0, math.ceil(50 * PREFETCH_SECONDS))
+    for n in range(int(3 * PEERS_LOOKS) - 1):  # 3 x PEERS_LOOKS live pilots in all
+        running_pilot(store, f"pilot-peer-{n}")
+    claimer.look_after_peers(time.monotonic() + 600)
+    assert claimer.crowd == 3.0
+    claimer.count_started(10)  # 50 /s again: the rate holds, the prefetch triples
+    assert claimer.prefetch(start + 0.4) == math.ceil(50 * PREFETCH_SECONDS * 3.0)
+    for n in range(int(CROWD_MAX * PEERS_LOOKS)):
+        running_pilot(store, f"pilot-more-{n}")
+    claimer.look_after_peers(time.monotonic() + 6000)
+    assert claimer.crowd == CROWD_MAX  # bounded: a crowd never stretches the batches further
 
 
 def test_units_held_too_long_go_back_to_the_queue(session: Session, store: Any) -> None:

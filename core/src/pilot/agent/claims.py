@@ -8,7 +8,8 @@ what it held too long, and looks after the pilots it shares its services with.
   policy, go through ``pilot_place_unit`` (``pilot.binding.choose``): the agent binds those the
   policy gives to its pilot, then claims them.
 - Prefetch: at most ``PREFETCH_PER_SLOT`` units per slot beyond the slots, and no more than
-  ``PREFETCH_SECONDS`` of work at the recent start rate (at least one unit per slot).
+  ``PREFETCH_SECONDS`` of work at the recent start rate (at least one unit per slot), stretched
+  with the number of pilots sharing the services (``crowd``).
 - A service unit held ``HOLD_SECONDS`` without starting goes back to its service's queue.
 - An agent whose last claim found nothing asks again only once the store's change marker moved
   (or its services are due a re-read): idle pilots cost the store a cheap read, not queries.
@@ -35,7 +36,7 @@ from pilot.binding import (
 )
 from pilot.lifecycle import refresh_pilot, release_orphans
 from pilot.log import get_logger
-from pilot.states import CLAIMABLE_STATE, State
+from pilot.states import CLAIMABLE_STATE, FINAL_STATES, State
 from pilot.store import CoordinationStore, Record, change_marker
 from pilot.transitions import change_units
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serves
 PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services ...
 PEERS_LOOKS = 10.0    # ... stretched so all their agents together look about this often a second
+CROWD_MAX = 5.0       # most a crowd of pilots stretches an agent's prefetch and write pause
 HELD = "_held_since"  # key of a claimed record: when this agent claimed it (monotonic)
 
 
@@ -60,6 +62,7 @@ class Claimer:
         self._services_at = -math.inf
         self._peers_at = time.monotonic()
         self._peers_every = PEERS_EVERY
+        self.crowd = 1.0  # how much the number of peer pilots stretches prefetch and write pause
         self.rate = 0.0  # units started per second, smoothed
         self._empty_at: int | None = None  # the store's change marker when a claim last found nothing
         self._started = 0
@@ -72,13 +75,14 @@ class Claimer:
         self._started += n
 
     def prefetch(self, now: float) -> int:
-        """Units to hold beyond the slots: enough for ``PREFETCH_SECONDS`` at the recent start
-        rate, at least one per slot, at most ``PREFETCH_PER_SLOT`` per slot."""
+        """Units to hold beyond the slots: enough for ``PREFETCH_SECONDS`` (times ``crowd``) at
+        the recent start rate, at least one per slot, at most ``PREFETCH_PER_SLOT`` per slot."""
         elapsed = now - self._rate_at
         if elapsed >= 0.1:
             self.rate = 0.5 * self.rate + 0.5 * self._started / elapsed
             self._started, self._rate_at = 0, now
-        return max(self.total, min(PREFETCH_PER_SLOT * self.total, math.ceil(self.rate * PREFETCH_SECONDS - 1e-6)))
+        wanted = math.ceil(self.rate * PREFETCH_SECONDS * self.crowd - 1e-6)
+        return max(self.total, min(PREFETCH_PER_SLOT * self.total, wanted))
 
     # --- where to take from -----------------------------------------------------------------
     def refresh_services(self, now: float) -> list[str]:
@@ -144,12 +148,17 @@ class Claimer:
         claimed once those agents' leases ran out. Pilots keep each other honest, so units do
         not depend on a client being alive. With more than ``PEERS_LOOKS`` pilots each agent looks
         less often (with jitter), so the pilots of a service look about ``PEERS_LOOKS`` times a
-        second in all: the cost grows with the pilots, not with their square."""
+        second in all: the cost grows with the pilots, not with their square. The same count sets
+        ``crowd``: with more than ``PEERS_LOOKS`` pilots sharing the store, each agent claims and
+        writes in larger, rarer batches (up to ``CROWD_MAX`` times), since every store
+        transaction then waits on the others'."""
         if now - self._peers_at < self._peers_every or not self.services:
             return
         self._peers_at = now
         pcs_ids = list(dict.fromkeys(p for cds in self.services for p in pcs_of(self.store, cds)))
         pilots = [p for p in self.store.pilots_of(pcs_ids) if p["id"] != self.pilot_id]
+        active = sum(1 for p in pilots if p["state"] not in FINAL_STATES)
+        self.crowd = min(CROWD_MAX, max(1.0, (active + 1) / PEERS_LOOKS))
         self._peers_every = PEERS_EVERY * max(1.0, (len(pilots) + 1) / PEERS_LOOKS) * random.uniform(0.75, 1.25)  # noqa: S311 (jitter)
         pilots = [refresh_pilot(self.session, self.store, p, ask_batch=False)
                   if p["state"] == State.Running else p for p in pilots]

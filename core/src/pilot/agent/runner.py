@@ -36,7 +36,7 @@ from pilot.states import FINAL_STATES, Kind, State
 from pilot.store import CoordinationStore, Record
 from pilot.transitions import UnitChange, change_units, transition
 
-FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written
+FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written (times the crowd)
 FLUSH_BATCH = 512       # ... or this many changes
 CONTROL_EVERY = 0.2     # seconds between checks for canceled units
 IDLE_MAX = 0.05         # longest pause between two claims when there is no work
@@ -322,14 +322,15 @@ class Agent:
             self.next_claim = now if claimed else now + self.idle
         if self.store_lost_at is None:
             self.claimer_chores(now)
-        if len(self.updates) >= FLUSH_BATCH or (self.updates and now - self.last_flush >= FLUSH_EVERY):
+        flush_every = FLUSH_EVERY * self.claimer.crowd
+        if len(self.updates) >= FLUSH_BATCH or (self.updates and now - self.last_flush >= flush_every):
             self.last_flush = now
             self.flush()
         due = [self.next_heartbeat, now + PEERS_WAKE]
         if hungry:
             due.append(self.next_claim)
         if self.workers.running or self.updates:
-            due.append(now + FLUSH_EVERY)
+            due.append(now + flush_every)
         elif self.workers.busy():  # units staging in: look for their cancel in time
             due.append(self.next_control)
         if self.walltime_end is not None:
