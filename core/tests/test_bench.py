@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
     done = _bench("-n", "200", "--raw", "200")
     assert done.returncode == 0, done.stderr
     names = [line.split("  ")[0] for line in done.stdout.splitlines()]
-    for row in ("client CPU per unit, submit", "client CPU per unit, wait", "client CPU per unit, placer",
+    for row in ("raw spawn rate, argv", "raw spawn rate, argv in a sandbox", "ratio to argv spawn rate",
+                "ratio to argv in a sandbox",
+                "client CPU per unit, submit", "client CPU per unit, wait", "client CPU per unit, placer",
                 "client CPU per unit, whole process", "agent CPU per unit, whole process",
                 "units per second, agent profile on", "agent phase: claiming from the store",
                 "agent phase: sandboxes made ahead", "agent phase: sandbox and files", "agent phase: spawning",
@@ -36,6 +39,9 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
                 "agent CPU per unit, profiled run", "client peak memory", "agent peak memory"):
         assert row in names, f"{row!r} missing from:\n{done.stdout}"
     assert "n/a" not in done.stdout  # the profiled run's agent wrote its profile
+    rates = {line.split("  ")[0]: float(re.search(r"\s([\d,]+) /s", line)[1].replace(",", ""))  # type: ignore[index]
+             for line in done.stdout.splitlines() if line.startswith("raw spawn rate")}
+    assert rates["raw spawn rate, argv"] > 0 and rates["raw spawn rate, argv in a sandbox"] > 0
     assert done.stdout.count("200 Done") == 2  # the plain run and the profiled one
 
 
@@ -85,6 +91,6 @@ def test_bench_runs_prints_medians_of_every_bar_and_leaves_nothing_behind(tmp_pa
     assert list(scratch.iterdir()) == []  # its store and the pilots' sandboxes are gone
     rows = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
     assert set(rows) >= {"units per second, 3 runs", "ratio to argv spawn rate, median",
-                         "2 pilots of 1 slot to one pilot, median"}
+                         "ratio to argv in a sandbox, median", "2 pilots of 1 slot to one pilot, median"}
     for line in rows.values():  # each row lists its three runs after the median
         assert len(line.split("runs: ")[1].split(", ")) == 3

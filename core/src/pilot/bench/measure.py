@@ -39,6 +39,35 @@ def spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> float:
     return (count // workers * workers) / (time.perf_counter() - start)
 
 
+def sandbox_spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> float:
+    """Processes per second that ``workers`` threads reach running ``argv`` by subprocess, each
+    process in a directory of its own with its output and error files, made as a unit's sandbox
+    is, in the directory where the benchmark's pilots keep their sandboxes (``scratch()``): the
+    ceiling of any pilot that gives each unit a sandbox on that file system."""
+    base = tempfile.mkdtemp(prefix="raw-", dir=scratch())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+    def work(worker: int, n: int) -> None:
+        for i in range(n):
+            sandbox = os.path.join(base, f"{worker}-{i}")
+            os.mkdir(sandbox)
+            out = os.open(os.path.join(sandbox, "stdout.txt"), flags, 0o666)
+            err = os.open(os.path.join(sandbox, "stderr.txt"), flags, 0o666)
+            try:
+                subprocess.run(argv, check=True, cwd=sandbox, stdout=out, stderr=err)
+            finally:
+                os.close(out)
+                os.close(err)
+
+    threads = [threading.Thread(target=work, args=(w, count // workers)) for w in range(workers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return (count // workers * workers) / (time.perf_counter() - start)
+
+
 def peak_rss_mb(pid: int | None = None) -> float:
     """Peak resident memory of this process (or of ``pid``, read from /proc) in MB."""
     if pid is None:
