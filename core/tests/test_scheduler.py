@@ -153,12 +153,13 @@ def test_prefetch_follows_the_start_rate_within_its_bounds(session: Session, sto
     assert claimer.prefetch(start + 0.4) == 2 * PREFETCH_PER_SLOT
 
 
-def test_a_crowd_of_live_peers_stretches_the_prefetch_and_ended_ones_do_not(session: Session, store: Any) -> None:
+def test_a_crowd_of_running_peers_stretches_the_prefetch_and_others_do_not(session: Session, store: Any) -> None:
     me = running_pilot(store, "pilot-me")
     claimer = Claimer(session, store, me, total_slots=1)
     claimer.refresh_services(NOW)
-    for n in range(int(2 * PEERS_LOOKS)):  # ended pilots of the service: no crowd
+    for n in range(int(2 * PEERS_LOOKS)):  # ended pilots of the service, and queued ones: no crowd
         running_pilot(store, f"pilot-ended-{n}", state=State.Done, finished=time.time())
+        running_pilot(store, f"pilot-queued-{n}", state=State.Pending)
     claimer.look_after_peers(time.monotonic() + 60)
     start = claimer._rate_at
     claimer.count_started(20)  # 20 starts in 0.2 s: 100 /s, 50 /s smoothed

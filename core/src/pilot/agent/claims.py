@@ -36,7 +36,7 @@ from pilot.binding import (
 )
 from pilot.lifecycle import refresh_pilot, release_orphans
 from pilot.log import get_logger
-from pilot.states import CLAIMABLE_STATE, FINAL_STATES, State
+from pilot.states import CLAIMABLE_STATE, State
 from pilot.store import CoordinationStore, Record, change_marker
 from pilot.transitions import change_units
 
@@ -149,7 +149,7 @@ class Claimer:
         not depend on a client being alive. With more than ``PEERS_LOOKS`` pilots each agent looks
         less often (with jitter), so the pilots of a service look about ``PEERS_LOOKS`` times a
         second in all: the cost grows with the pilots, not with their square. The same count sets
-        ``crowd``: with more than ``PEERS_LOOKS`` pilots sharing the store, each agent claims and
+        ``crowd``: with more than ``PEERS_LOOKS`` running pilots sharing the store, each agent claims and
         writes in larger, rarer batches (up to ``CROWD_MAX`` times), since every store
         transaction then waits on the others'."""
         if now - self._peers_at < self._peers_every or not self.services:
@@ -157,8 +157,8 @@ class Claimer:
         self._peers_at = now
         pcs_ids = list(dict.fromkeys(p for cds in self.services for p in pcs_of(self.store, cds)))
         pilots = [p for p in self.store.pilots_of(pcs_ids) if p["id"] != self.pilot_id]
-        active = sum(1 for p in pilots if p["state"] not in FINAL_STATES)
-        self.crowd = min(CROWD_MAX, max(1.0, (active + 1) / PEERS_LOOKS))
+        running = sum(1 for p in pilots if p["state"] == State.Running)  # queued or ended ones write nothing
+        self.crowd = min(CROWD_MAX, max(1.0, (running + 1) / PEERS_LOOKS))
         self._peers_every = PEERS_EVERY * max(1.0, (len(pilots) + 1) / PEERS_LOOKS) * random.uniform(0.75, 1.25)  # noqa: S311 (jitter)
         pilots = [refresh_pilot(self.session, self.store, p, ask_batch=False)
                   if p["state"] == State.Running else p for p in pilots]
