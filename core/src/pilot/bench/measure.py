@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,16 @@ def print_rows(rows: Sequence[tuple[str, str, str]], value_width: int = 12) -> N
 
 def spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> float:
     """Processes per second that ``workers`` threads reach running ``argv`` by subprocess."""
-    def work(n: int) -> None:
+    def work(_worker: int, n: int) -> None:
         for _ in range(n):
             subprocess.run(argv, check=True)
 
-    threads = [threading.Thread(target=work, args=(count // workers,)) for _ in range(workers)]
+    return _threads_rate(work, count, workers)
+
+
+def _threads_rate(work: Callable[[int, int], None], count: int, workers: int) -> float:
+    """Items per second of ``workers`` threads each doing ``work(worker, count // workers)``."""
+    threads = [threading.Thread(target=work, args=(w, count // workers)) for w in range(workers)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -59,13 +64,7 @@ def sandbox_spawn_rate(argv: Sequence[str], count: int, workers: int = 2) -> flo
                 os.close(out)
                 os.close(err)
 
-    threads = [threading.Thread(target=work, args=(w, count // workers)) for w in range(workers)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return (count // workers * workers) / (time.perf_counter() - start)
+    return _threads_rate(work, count, workers)
 
 
 def peak_rss_mb(pid: int | None = None) -> float:
