@@ -3,6 +3,7 @@ in batches, heartbeat, watch for cancels and walltimes, and drain at the end."""
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -117,14 +118,17 @@ class Agent:
             except OSError:
                 pass
             time.sleep(SIGNAL_EXIT_SECONDS)
-            self.log.error("agent did not end after a signal; killing its units and exiting",
-                           seconds=SIGNAL_EXIT_SECONDS)
-            me = os.getpid()
+            me = os.getpid()  # the units first, the log after: the kill must not wait on a log lock
             if os.getsid(0) == me:
                 signal_session(me, signal.SIGKILL, spare=me)
             else:
                 for unit in list(self.workers.running.values()):
                     unit.signal_group(signal.SIGKILL)
+            said = threading.Thread(target=functools.partial(  # a log lock held elsewhere delays the exit 0.2 s at most
+                self.log.error, "agent did not end after a signal; killed its units, exiting",
+                seconds=SIGNAL_EXIT_SECONDS), daemon=True)
+            said.start()
+            said.join(0.2)
             os._exit(128 + signal.SIGTERM)
 
     def workers_halted(self) -> None:

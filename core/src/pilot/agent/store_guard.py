@@ -13,7 +13,8 @@ STORE_LOSS_ENV = "PILOT_STORE_LOSS_TIMEOUT"
 STORE_LOSS_DEFAULT = 600.0  # seconds without the store before the agent stops its units and exits
 DRAIN_STORE_SECONDS = 2.5   # how long the drain's store writes may take after a signal or a lost store
 SIGNAL_STORE_SECONDS = 1.5  # how long the signal path may ask the store whether the pilot was canceled
-SIGNAL_EXIT_SECONDS = 4.5   # after a signal the agent is gone by then, whatever the store does
+SIGNAL_EXIT_SECONDS = 4.0   # after a signal the agent is gone by then, whatever the store does
+#                             (a second's margin to the documented 5 s on a loaded machine)
 TEXT_KEYS = ("sandbox", "reason", "host")  # strings an agent writes that may come from paths or the OS
 
 
