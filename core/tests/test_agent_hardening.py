@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -174,3 +176,41 @@ def test_cancel_during_submission_keeps_the_job_id_and_cancels_the_job(pilot_env
         assert native_id in plugin.adaptor.canceled
     finally:
         session.close()
+
+
+_HANGING_DRAIN = """
+import os, subprocess, sys, threading, time, types
+from pilot.agent.runner import Agent
+from pilot.log import get_logger
+
+unit = subprocess.Popen(["sleep", "60"])  # a unit in the agent's session
+signal_r, signal_w = os.pipe()
+agent = types.SimpleNamespace(signal_r=signal_r, wake_w=os.open(os.devnull, os.O_WRONLY), signal_at=None,
+                              workers=types.SimpleNamespace(running={}), log=get_logger(),
+                              workers_halted=lambda: None)
+threading.Thread(target=Agent._watchdog, args=(agent,), daemon=True).start()
+print(unit.pid, flush=True)
+os.write(signal_w, b"\\x0f")  # SIGTERM came (what the C handler writes to the wakeup fd)
+time.sleep(60)  # ... and the drain hangs
+"""
+
+
+def test_the_watchdog_ends_a_signaled_agent_whose_drain_hangs_within_five_seconds() -> None:
+    """The agent's watchdog thread on its own (the drain stands in as a sleep): it kills the
+    units of the agent's session and exits 143 within the 5 s the site-admin guide promises."""
+    agent = subprocess.Popen([sys.executable, "-c", _HANGING_DRAIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    unit_pid = int(agent.stdout.readline())  # type: ignore[union-attr]
+    signaled = time.monotonic()
+    assert agent.wait(timeout=30) == 128 + signal.SIGTERM
+    assert time.monotonic() - signaled < 5.5
+    wait_for(lambda: _gone(unit_pid), 5, "the unit to be killed")
+    out, err = agent.communicate()
+    assert "killed its units" in out + err
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
