@@ -30,7 +30,8 @@ def test_make_never_keeps_a_password() -> None:
     ("#unit/cu-1", "not a unit URL"),
     ("sqlite:///s.sqlite#unit/cu-1/extra", "not a unit URL"),
     ("sqlite:///s.sqlite#pilot/pilot-1", "is a pilot URL, not a unit URL"),
-    ("sqlite:///s.sqlite#/cu-1", "malformed"),
+    ("sqlite:///s.sqlite#/cu-1", "not a unit URL"),
+    ("sqlite:///s.sqlite#du/du-1", "not a unit URL"),  # no such kind: the expected form is named
 ])
 def test_parse_rejects_what_is_not_a_url_of_that_kind(url: str, message: str) -> None:
     with pytest.raises(PilotError, match=message):

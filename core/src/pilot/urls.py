@@ -39,8 +39,10 @@ def parse(url: str, kind: str) -> ObjectUrl:
     found_kind, _, object_id = fragment.partition("/")
     if not sep or not store_url or not object_id or "/" in object_id:
         raise PilotError(f"not a {kind} URL: {redact(url)!r} (expected '<store url>#{kind}/<id>')")
+    if found_kind not in KINDS:
+        raise PilotError(f"not a {kind} URL: {redact(url)!r} (expected '<store url>#{kind}/<id>')")
     if found_kind != kind:
-        raise PilotError(f"{redact(url)!r} is a {found_kind or 'malformed'} URL, not a {kind} URL")
+        raise PilotError(f"{redact(url)!r} is a {found_kind} URL, not a {kind} URL")
     return ObjectUrl(store_url, kind, object_id)
 
 
