@@ -64,6 +64,17 @@ def test_pilots_ls_and_show_find_the_running_pilot(workload: dict[str, Any]) -> 
     assert shown["units"] == {"Done": 1, "Failed": 1}
 
 
+def test_python_dash_m_pilot_is_the_pilot_command(workload: dict[str, Any]) -> None:
+    """Where the ``pilot`` script is not on PATH, ``python -m pilot`` runs the same command."""
+    done = subprocess.run([sys.executable, "-m", "pilot", "units", "ls", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(u["state"] for u in json.loads(done.stdout)) == ["Done", "Failed"]
+    usage = subprocess.run([sys.executable, "-m", "pilot", "no-such-command"], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert usage.returncode == 2 and "pilot" in usage.stderr
+
+
 def test_units_ls_state_failed_lists_failures_with_their_reasons(workload: dict[str, Any]) -> None:
     failed = json_of("units", "ls", "--state", "Failed")
     assert [(u["id"], u["exit_code"], u["reason"]) for u in failed] == [(workload["failing"].id, 7, "exit code 7")]

@@ -50,7 +50,8 @@ def render() -> str:
             "terminal only (`NO_COLOR` is honoured); into a pipe they are plain columns. Object URLs "
             "(`<store url>#<kind>/<id>`) carry their store; a bare id is looked up in the store chosen by "
             "`--store`, `$PILOT_COORDINATION_URL` or `$PILOT_HOME`. Installed plugins may add commands "
-            "(`pilot NAME ARGS`: every argument goes to the plugin).", "",
+            "(`pilot NAME ARGS`: every argument goes to the plugin). Where the `pilot` script is not on "
+            "`PATH` (`pip install --user`), `python -m pilot` runs the same command.", "",
             "## Exit codes", "", "| code | meaning |", "|---|---|"]
     head += [f"| {code} | {meaning} |" for code, meaning in EXIT_CODES]
     head.append("")
