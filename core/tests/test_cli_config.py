@@ -103,3 +103,11 @@ def test_bench_and_plugin_commands_pass_help_through() -> None:
 def test_the_reference_is_current() -> None:
     current = (REPO / "docs" / "cli.md").read_text()
     assert render() == current, "docs/cli.md is stale: run python -m pilot.cli.reference > docs/cli.md"
+
+
+def test_version_prints_the_package_version() -> None:
+    import pilot
+
+    done = pilot_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"pilot {pilot.version}"

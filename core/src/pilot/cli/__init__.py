@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+import pilot
+
 #: Entry point group of commands that plugins add: ``pilot NAME ARGS`` calls ``main(ARGS)``.
 COMMANDS_GROUP = "pilot.commands"
 
@@ -88,6 +90,8 @@ class PilotGroup(click.Group):
 @click.option("--store", "store_url", metavar="URL", default=None,
               help="The coordination store (default: $PILOT_COORDINATION_URL, else the embedded store "
                    "under $PILOT_HOME, ~/.pilot). Object URLs carry their own store.")
+@click.version_option(pilot.version, "--version", prog_name="pilot", message="%(prog)s %(version)s",
+                      help="Print the version of pilot and exit.")
 @click.pass_context
 def cli(ctx: click.Context, store_url: str | None) -> None:
     """Pilots, units, services and data in a coordination store; site configuration; plugins."""
