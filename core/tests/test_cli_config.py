@@ -111,3 +111,20 @@ def test_version_prints_the_package_version() -> None:
     done = pilot_cli("--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"pilot {pilot.version}"
+
+
+def test_a_first_look_with_no_store_yet_says_so_and_names_the_options(tmp_path: Path) -> None:
+    done = pilot_cli("status", env={"PILOT_HOME": str(tmp_path / "home"), "PILOT_COORDINATION_URL": ""})
+    assert done.returncode == 1
+    assert "nothing here yet" in done.stderr and "--store" in done.stderr and "PILOT_COORDINATION_URL" in done.stderr
+    assert not (tmp_path / "home" / "store.sqlite").exists()  # looking creates nothing
+    typo = pilot_cli("--store", f"sqlite://{tmp_path}/typo.db", "status")
+    assert typo.returncode == 1 and "no coordination store" in typo.stderr and "check the URL" in typo.stderr
+
+
+def test_an_object_url_of_no_known_kind_shows_the_form_expected() -> None:
+    done = pilot_cli("units", "show", "sqlite:///x#du/abc")
+    assert done.returncode == 1
+    assert "not a unit URL" in done.stderr and "#unit/<id>" in done.stderr and "du URL" not in done.stderr
+    other = pilot_cli("units", "show", "sqlite:///x#data-unit/du-abc")
+    assert other.returncode == 1 and "is a data-unit URL, not a unit URL" in other.stderr

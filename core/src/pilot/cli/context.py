@@ -3,11 +3,14 @@ session, and turning a URL or a bare id into (store, id)."""
 
 from __future__ import annotations
 
+import os
+import urllib.parse
+
 import click
 
 from pilot import urls
 from pilot.errors import PilotError
-from pilot.session import Session, default_store_url
+from pilot.session import STORE_ENV, Session, default_store_url
 from pilot.store import CoordinationStore
 
 
@@ -16,6 +19,8 @@ class CliContext:
 
     def __init__(self, store_url: str | None) -> None:
         self.store_url = store_url or default_store_url()
+        #: no ``--store`` and no ``$PILOT_COORDINATION_URL``: the embedded store under $PILOT_HOME
+        self.default = store_url is None and not os.environ.get(STORE_ENV)
         self._session: Session | None = None
 
     @property
@@ -28,6 +33,9 @@ class CliContext:
 
     def store(self, url: str | None = None) -> CoordinationStore:
         """The store at ``url`` (default: the one chosen); it must exist already."""
+        if url is None and self.default and not _sqlite_exists(self.store_url):
+            raise PilotError(f"nothing here yet: the default store {urls.redact(self.store_url)} is made when a "
+                             f"service first uses it (--store URL or ${STORE_ENV} names another store)")
         return self.session.store(url or self.store_url, create=False)
 
     def locate(self, url_or_id: str, kinds: tuple[str, ...]) -> tuple[CoordinationStore, str, str]:
@@ -35,8 +43,10 @@ class CliContext:
         store (its kind from its prefix)."""
         if "#" in url_or_id:
             kind = url_or_id.partition("#")[2].partition("/")[0]
+            if kind not in urls.KINDS:
+                urls.parse(url_or_id, kinds[0])  # raises: not a <kind> URL, and the form expected
             if kind not in kinds:
-                raise PilotError(f"{urls.redact(url_or_id)!r} is a {kind or 'malformed'} URL, not a "
+                raise PilotError(f"{urls.redact(url_or_id)!r} is a {kind} URL, not a "
                                  f"{' or '.join(kinds)} URL")
             parsed = urls.parse(url_or_id, kind)
             return self.store(parsed.store_url), kind, parsed.id
@@ -63,3 +73,9 @@ def obj(ctx: click.Context) -> CliContext:
         found = CliContext(None)
         ctx.obj = found
     return found
+
+
+def _sqlite_exists(store_url: str) -> bool:
+    """Whether the SQLite store file of ``store_url`` exists (True for any other scheme)."""
+    parts = urllib.parse.urlsplit(store_url)
+    return parts.scheme != "sqlite" or os.path.exists(urllib.parse.unquote(parts.path))
