@@ -158,3 +158,41 @@ def test_a_failing_change_notification_falls_back_to_polling() -> None:
     assert poll_until(lambda: True if next(rounds) == 4 else None, 30, "round 4", store) is True  # type: ignore[arg-type]
     assert store.calls >= 4
 
+
+
+INTERRUPTED = """
+import sys
+from pilot import ComputeDataService, PilotComputeService
+pcs = PilotComputeService()
+pcs.create_pilot({"service_url": "fork://localhost", "number_of_processes": 1})
+cds = ComputeDataService()
+cds.add_pilot_compute_service(pcs)
+cds.submit_compute_units([{"executable": "/bin/sleep", "arguments": ["60"]}])
+print(cds.get_url(), flush=True)
+cds.wait()
+"""
+
+
+def test_ctrl_c_in_wait_says_the_work_keeps_running_and_how_to_stop_it(pilot_env: PilotEnv) -> None:
+    """A user's Ctrl-C (SIGINT) in ``cds.wait()``: the script ends with KeyboardInterrupt as
+    Python's own, after one warning naming the service's URL; the unit keeps running and the
+    service reconnected from that URL cancels it."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    cds_url = proc.stdout.readline().strip()
+    cds = ComputeDataService(cds_url=cds_url)
+    wait_for(lambda: [u.get_state() for u in cds.list_compute_units()] == [State.Running], timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "wait interrupted" in err and cds_url in err and "pilot status" in err
+    unit = cds.list_compute_units()[0]
+    assert unit.get_state() == State.Running  # the work outlived the script, as the warning says
+    cds.cancel()
+    unit.wait(timeout=30)
+    assert unit.get_state() == State.Canceled

@@ -381,7 +381,13 @@ class ComputeDataService(UrlIdentity):
             return None if data_units else True
 
         with shown(lambda: store.count_units(cds_id=self.id), f"units of {self.id[:12]}", show):
-            poll_until(all_final, timeout, f"the units of {self.id}", store)
+            try:
+                poll_until(all_final, timeout, f"the units of {self.id}", store)
+            except KeyboardInterrupt:  # the work outlives this process: say so, and how to stop it
+                self._log.warning("wait interrupted: the units and pilots keep running; `pilot status` shows "
+                                  "them, ComputeDataService(cds_url=...).cancel() or `pilot pilots cancel URL` "
+                                  "stops them", cds_url=self.get_url())
+                raise
 
     def cancel(self) -> None:
         """Cancel this service's unfinished units and the pilots of its services."""
