@@ -101,6 +101,20 @@ def test_rejected_queue(pilot_env: PilotEnv, fake: Path, scheme: str, message: s
     assert message in pilot.get_details()["reason"]
 
 
+@pytest.mark.parametrize(("scheme", "command"), [("pbs", "qsub"), ("lsf", "bsub")])
+def test_a_machine_without_the_batch_commands_fails_the_pilot_naming_the_command(
+        pilot_env: PilotEnv, monkeypatch: pytest.MonkeyPatch, scheme: str, command: str) -> None:
+    """No batch commands on PATH (a laptop, or a node without the client tools): the pilot is
+    Failed with a reason that names the missing command, not a bare errno."""
+    empty = pilot_env.root / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    pilot = create(pilot_env, scheme)
+    assert pilot.get_state() == State.Failed
+    reason = pilot.get_details()["reason"]
+    assert f"its command '{command}' is not on PATH" in reason and "Errno" not in reason
+
+
 def test_job_exit_is_failed_with_reason(pilot_env: PilotEnv, fake: Path) -> None:
     """FAKE qsub: a pilot job killed under the agent (as by a node failure) ends Failed, with the
     batch job named in the reason."""

@@ -257,6 +257,10 @@ class PsijAdaptor:
             executor.submit(job)
         except PilotError:
             raise
+        except FileNotFoundError as exc:  # the batch system's submit command is not installed here
+            raise PilotError(f"{self.name} cannot submit the pilot job: its command {exc.filename!r} is not on PATH "
+                             f"here (run where the {self.name} client commands are, such as a login node of the "
+                             "cluster)") from None
         except Exception as exc:
             message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise PilotError(f"{self.name} rejected the pilot job: {message or type(exc).__name__}") from None
