@@ -338,3 +338,9 @@ def test_an_environment_value_is_never_shown_in_an_error() -> None:
         ComputeUnitDescription.from_dict({"executable": "x", "environment": {"TOKEN": "s3cr3t\nvalue"}})
     assert "s3cr3t" not in str(info.value)
     assert "'TOKEN'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["", "1A", "A-B", "A=B"])
+def test_an_environment_name_that_is_no_variable_name_is_named_as_such(name: str) -> None:
+    with pytest.raises(PilotError, match=r"'environment': '.*' is not a valid variable name"):
+        ComputeUnitDescription.from_dict({"executable": "x", "environment": {name: "v"}})

@@ -225,7 +225,7 @@ def as_environment(key: str, value: Any) -> Mapping[str, str] | None:
     pairs: dict[str, str] = {}
     if type(value) is dict or isinstance(value, Mapping):
         for name, val in value.items():
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str):
                 raise type_error(key, "a mapping with string names", name)
             pairs[name] = val if type(val) is str else _env_value(key, name, val)
     elif isinstance(value, (list, tuple)):
@@ -237,7 +237,7 @@ def as_environment(key: str, value: Any) -> Mapping[str, str] | None:
     else:
         raise type_error(key, "a dict or a list of 'NAME=value' strings", value)
     for name, val in pairs.items():
-        if not (name.replace("_", "a").isalnum() and not name[0].isdigit()):
+        if not (name.replace("_", "a").isalnum() and not name[0].isdigit()):  # '' is not alnum
             raise PilotError(f"description key {key!r}: {name!r} is not a valid variable name", key=key)
         problem = None if val.isprintable() else _problem(val, control=True)
         if problem:  # name the variable, never the value
