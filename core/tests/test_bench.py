@@ -32,6 +32,7 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
                 "ratio to argv in a sandbox",
                 "client CPU per unit, submit", "client CPU per unit, wait", "client CPU per unit, placer",
                 "client CPU per unit, whole process", "agent CPU per unit, whole process",
+                "units' own CPU per unit", "machine idle during the run",
                 "units per second, agent profile on", "agent phase: claiming from the store",
                 "agent phase: sandboxes made ahead", "agent phase: sandbox and files", "agent phase: spawning",
                 "agent phase: waiting and reaping",
@@ -43,6 +44,11 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
              for line in done.stdout.splitlines() if line.startswith("raw spawn rate")}
     assert rates["raw spawn rate, argv"] > 0 and rates["raw spawn rate, argv in a sandbox"] > 0
     assert done.stdout.count("200 Done") == 2  # the plain run and the profiled one
+    row = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    units_us = float(re.search(r"([\d,.]+) µs", row["units' own CPU per unit"])[1].replace(",", ""))  # type: ignore[index]
+    assert units_us > 0  # 200 processes ran and were reaped by the agent
+    idle = float(re.search(r"([\d.]+)%", row["machine idle during the run"])[1])  # type: ignore[index]
+    assert 0 <= idle <= 100
 
 
 def test_agent_profile_is_written_with_its_phases(tmp_path: Path) -> None:

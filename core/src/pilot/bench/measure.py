@@ -81,14 +81,32 @@ def peak_rss_mb(pid: int | None = None) -> float:
     return float("nan")
 
 
-def process_cpu(pid: int | None) -> float:
-    """User and system CPU seconds of process ``pid`` so far (from /proc; NaN if unreadable)."""
+def process_cpu(pid: int | None, *, children: bool = False) -> float:
+    """User and system CPU seconds of process ``pid`` so far (``children``: of its reaped
+    children instead; from /proc; NaN if unreadable)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
     except (OSError, TypeError):
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    first = 13 if children else 11  # cutime, cstime / utime, stime
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> tuple[int, int]:
+    """(idle, total) clock ticks of all CPUs so far (/proc/stat; idle includes iowait)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return ticks[3] + ticks[4], sum(ticks[:8])  # guest time is already in user
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time idle between two ``machine_times()`` (NaN if unknown)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def own_cpu() -> float:
@@ -153,7 +171,8 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     figures: rates and times, peak memory, the client's CPU seconds by phase (``cpu_submit``,
     ``cpu_wait``: the main thread's; ``cpu_placer``: placer threads, only with client placement;
     ``cpu_client``: the whole process, all during submit and wait), ``cpu_agents``: the agents'
-    CPU seconds from Running to the last unit final, and ``profiles`` (the agents' JSON)."""
+    CPU seconds from Running to the last unit final, ``cpu_units``: the units' own (reaped by the
+    agents) in that time, ``idle``: the machine's idle share then, and ``profiles`` (the agents' JSON)."""
     from pilot import ComputeDataService, PilotComputeService, State
     from pilot.agent.profile import PROFILE_ENV
     from pilot.states import FINAL_STATES
@@ -177,6 +196,8 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     startup = time.perf_counter() - t0
     agent_pids = [pilot._record().get("agent_pid") for pilot in handles]
     agents_before = sum(process_cpu(pid) for pid in agent_pids)
+    units_before = sum(process_cpu(pid, children=True) for pid in agent_pids)
+    machine_before = machine_times()
     cds = ComputeDataService(coordination_url=coordination_url)
     cds.add_pilot_compute_service(pcs)
     placers_before = sum(thread_cpu(t) for t in _placers())
@@ -192,6 +213,8 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     client_cpu = own_cpu() - client_before
     placer_cpu = sum(thread_cpu(t) for t in _placers()) - placers_before
     agents_cpu = sum(process_cpu(pid) for pid in agent_pids) - agents_before
+    units_cpu = sum(process_cpu(pid, children=True) for pid in agent_pids) - units_before
+    idle = idle_share(machine_before, machine_times())
     agent_mb = max(peak_rss_mb(pid) for pid in agent_pids)
     done = cds._store.count_units(cds_id=cds.id).get(State.Done.value, 0)
     cds.cancel()
@@ -202,4 +225,4 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     return {"startup": startup, "submit": submitted, "total": total, "rate": units / total,
             "agent_mb": agent_mb, "done": done, "units": units,
             "cpu_submit": c2 - c1, "cpu_wait": c3 - c2, "cpu_placer": placer_cpu, "cpu_client": client_cpu,
-            "cpu_agents": agents_cpu, "profiles": profiles}
+            "cpu_agents": agents_cpu, "cpu_units": units_cpu, "idle": idle, "profiles": profiles}

@@ -36,6 +36,10 @@ def client_rows(figures: dict[str, Any]) -> list[Row]:
         ("client CPU per unit, whole process", us(figures["cpu_client"], n), "getrusage, submit to last unit final"),
         ("agent CPU per unit, whole process", us(figures["cpu_agents"], n),
          "/proc/<agent pid>/stat utime+stime, Running to last unit final, all agents"),
+        ("units' own CPU per unit", us(figures["cpu_units"], n),
+         "their processes, reaped by the agents (cutime+cstime): what the raw benchmark's processes cost too"),
+        ("machine idle during the run", f"{figures['idle']:.1%}",
+         "/proc/stat, submit to last unit final: CPU time no process used (slots waiting on the pilot)"),
     ]
 
 
