@@ -97,6 +97,7 @@ def test_bench_runs_prints_medians_of_every_bar_and_leaves_nothing_behind(tmp_pa
     assert list(scratch.iterdir()) == []  # its store and the pilots' sandboxes are gone
     rows = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
     assert set(rows) >= {"units per second, 3 runs", "ratio to argv spawn rate, median",
-                         "ratio to argv in a sandbox, median", "2 pilots of 1 slot to one pilot, median"}
+                         "ratio to argv in a sandbox, median", "2 pilots of 1 slot to one pilot, median",
+                         "machine idle during the runs, median"}
     for line in rows.values():  # each row lists its three runs after the median
         assert len(line.split("runs: ")[1].split(", ")) == 3
