@@ -4,8 +4,9 @@ Each run measures the raw argv spawn rate of the machine right before and right 
 pilot run (their mean is that run's ceiling), so a run's ratio compares figures taken within
 seconds of each other; so is the same rate with a sandbox per raw process (a directory and two
 files, where the pilots' sandboxes are), which takes the file system's share out of the ratio.
-The machine's idle share during each pilot run is printed as a median too. With ``--pilots P`` each run also puts the same units through P pilots of one slot and compares
-that rate with the one-pilot rate of the same run.
+The machine's idle share during each pilot run is printed as a median too. With ``--pilots P``
+each run also puts the same units through P pilots of one slot and compares that rate with the
+one-pilot rate of the same run.
 """
 
 from __future__ import annotations
