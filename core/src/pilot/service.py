@@ -380,14 +380,14 @@ class ComputeDataService(UrlIdentity):
                 data_units[:] = self._pending_data_units(data_units)
             return None if data_units else True
 
-        with shown(lambda: store.count_units(cds_id=self.id), f"units of {self.id[:12]}", show):
-            try:
+        try:
+            with shown(lambda: store.count_units(cds_id=self.id), f"units of {self.id[:12]}", show):
                 poll_until(all_final, timeout, f"the units of {self.id}", store)
-            except KeyboardInterrupt:  # the work outlives this process: say so, and how to stop it
-                self._log.warning("wait interrupted: the units and pilots keep running; `pilot status` shows "
-                                  "them, ComputeDataService(cds_url=...).cancel() or `pilot pilots cancel URL` "
-                                  "stops them", cds_url=self.get_url())
-                raise
+        except KeyboardInterrupt:  # the work outlives this process: say so, once the display is closed
+            self._log.warning("wait interrupted: the units and pilots keep running; `pilot status` shows "
+                              "them, ComputeDataService(cds_url=...).cancel() or `pilot pilots cancel URL` "
+                              "stops them", cds_url=self.get_url())
+            raise
 
     def cancel(self) -> None:
         """Cancel this service's unfinished units and the pilots of its services."""
