@@ -37,9 +37,7 @@ def parse(url: str, kind: str) -> ObjectUrl:
         raise PilotError(f"a {kind} URL must be a string, got {type(url).__name__}")
     store_url, sep, fragment = url.partition("#")
     found_kind, _, object_id = fragment.partition("/")
-    if not sep or not store_url or not object_id or "/" in object_id:
-        raise PilotError(f"not a {kind} URL: {redact(url)!r} (expected '<store url>#{kind}/<id>')")
-    if found_kind not in KINDS:
+    if not sep or not store_url or not object_id or "/" in object_id or found_kind not in KINDS:
         raise PilotError(f"not a {kind} URL: {redact(url)!r} (expected '<store url>#{kind}/<id>')")
     if found_kind != kind:
         raise PilotError(f"{redact(url)!r} is a {found_kind} URL, not a {kind} URL")

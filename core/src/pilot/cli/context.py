@@ -43,12 +43,10 @@ class CliContext:
         store (its kind from its prefix)."""
         if "#" in url_or_id:
             kind = url_or_id.partition("#")[2].partition("/")[0]
-            if kind not in urls.KINDS:
-                urls.parse(url_or_id, kinds[0])  # raises: not a <kind> URL, and the form expected
-            if kind not in kinds:
+            if kind in urls.KINDS and kind not in kinds:
                 raise PilotError(f"{urls.redact(url_or_id)!r} is a {kind} URL, not a "
                                  f"{' or '.join(kinds)} URL")
-            parsed = urls.parse(url_or_id, kind)
+            parsed = urls.parse(url_or_id, kind if kind in kinds else kinds[0])  # a malformed one: the form expected
             return self.store(parsed.store_url), kind, parsed.id
         kind = kind_of_id(url_or_id)
         if kind not in kinds:
