@@ -277,6 +277,24 @@ def test_a_start_and_an_end_in_one_flush_are_one_write(agent: Agent, store: Any,
                            (Kind.unit, "cu-2", State.Running, State.Failed)]
 
 
+def test_a_start_and_its_output_staging_in_one_flush_after_input_staging_are_written(
+        agent: Agent, store: Any, ear: Ear) -> None:
+    """Input staging written, then the start and the output staging merged into one write: the
+    store sees Staging -> Staging (Running collapsed) and takes it, start time and staging_out
+    included, so the unit's timeline keeps both."""
+    store.insert_units([unit_record("cu-1")])
+    [record] = store.claim_units("pilot-me", 1, services=["cds-1"])
+    unit = _unit("cu-1")
+    _events(agent, [("staging", record, "h", 1.0, "/sb")])
+    _events(agent, [("started", unit, 2.0, "/sb"), ("staging-out", unit, 3.0)])
+    _events(agent, [("ended", unit, 0, 4.0)])
+    got = store.get_units(["cu-1"])[0]
+    assert (got["state"], got["staging_in"], got["started"], got["staging_out"], got["finished"]) == \
+        ("Done", 1.0, 2.0, 3.0, 4.0)
+    assert [h[2:] for h in ear.heard if h[0] is Kind.unit] == [
+        (State.Pending, State.Staging), (State.Staging, State.Staging), (State.Staging, State.Done)]
+
+
 def test_a_unit_changed_under_the_agent_is_stopped_silently(agent: Agent, store: Any, ear: Ear) -> None:
     store.insert_units([unit_record("cu-1")])
     store.claim_units("pilot-me", 1, services=["cds-1"])

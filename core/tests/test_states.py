@@ -25,6 +25,7 @@ EXPECTED: dict[Kind, set[tuple[State, State]]] = {
         (S.Pending, S.Staging), (S.Pending, S.Running), (S.Pending, S.Failed), (S.Pending, S.Canceled),
         (S.Pending, S.Done),  # the agent's merged write of a unit that started and ended in one flush
         (S.Staging, S.Running), (S.Staging, S.Done), (S.Staging, S.Failed), (S.Staging, S.Canceled),
+        (S.Staging, S.Staging),  # input staging, then the start and the output staging in one merged write
         (S.Running, S.Staging), (S.Running, S.Done), (S.Running, S.Failed), (S.Running, S.Canceled),
         (S.Running, S.Pending),  # a restartable unit whose pilot died is queued again
     },

@@ -62,7 +62,9 @@ TRANSITIONS: Mapping[Kind, Mapping[State, frozenset[State]]] = {
         # Pending -> Running: a unit with nothing to stage skips Staging. Pending -> Done: the
         # agent merges the changes of one flush, so a short unit may be written only at its end.
         _S.Pending: frozenset({_S.Staging, _S.Running, _S.Done, _S.Failed, _S.Canceled}),
-        _S.Staging: frozenset({_S.Running, _S.Done, _S.Failed, _S.Canceled}),
+        # Staging -> Staging: input staging written, then the start and the output staging merged
+        # into one write (Running collapsed, as in Pending -> Done).
+        _S.Staging: frozenset({_S.Staging, _S.Running, _S.Done, _S.Failed, _S.Canceled}),
         # Running -> Pending: a restartable unit whose pilot died is queued again.
         _S.Running: frozenset({_S.Staging, _S.Done, _S.Failed, _S.Canceled, _S.Pending}),
     },
