@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from pilot import PilotComputeService, State
+from pilot.agent.native import SPAWNER_ENV
 from pilot.agent.profile import PROFILE_ENV
+from pilot.bench.phases import merge
 
 from helpers import fork_pilot, wait_for
 
@@ -35,7 +37,7 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
                 "units' own CPU per unit", "machine idle during the run",
                 "units per second, agent profile on", "agent phase: claiming from the store",
                 "agent phase: sandboxes made ahead", "agent phase: sandbox and files", "agent phase: spawning",
-                "agent phase: waiting and reaping",
+                "agent phase: waiting and reaping", "agent phase: native spawner process",
                 "agent phase: store writes of state", "agent phase: staging", "agent phase: none of these",
                 "agent CPU per unit, profiled run", "client peak memory", "agent peak memory"):
         assert row in names, f"{row!r} missing from:\n{done.stdout}"
@@ -53,7 +55,7 @@ def test_bench_prints_cpu_by_phase_and_peak_memory() -> None:
 
 def test_agent_profile_is_written_with_its_phases(tmp_path: Path) -> None:
     path = tmp_path / "profile.json"
-    pilot = fork_pilot(PilotComputeService(), slots=2, environment={PROFILE_ENV: str(path)})
+    pilot = fork_pilot(PilotComputeService(), slots=2, environment={PROFILE_ENV: str(path), SPAWNER_ENV: "0"})
     units = [pilot.submit_compute_unit({"executable": "/bin/true"}) for _ in range(8)]
     pilot.wait(timeout=60)
     assert {u.get_state() for u in units} == {State.Done}
@@ -70,6 +72,23 @@ def test_agent_profile_is_written_with_its_phases(tmp_path: Path) -> None:
     assert profile["process_cpu"] >= profile["start_cpu"] > 0
     assert sum(row["cpu"] for row in phases.values()) <= profile["process_cpu"]
     assert "staging" not in phases  # no unit had data to stage
+    assert "spawner_cpu" not in profile  # no native spawner: slot threads started the units
+
+
+def test_agent_profile_counts_the_native_spawner_s_own_cpu(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    pilot = fork_pilot(PilotComputeService(), slots=2, environment={PROFILE_ENV: str(path)})
+    units = [pilot.submit_compute_unit({"executable": "/bin/true"}) for _ in range(20)]
+    pilot.wait(timeout=60)
+    assert {u.get_state() for u in units} == {State.Done}
+    pilot.cancel()
+    wait_for(lambda: path.exists() and json.loads(path.read_text())["final"], 15, "the agent's final profile")
+    profile = json.loads(path.read_text())
+    assert "spawning" not in profile["phases"]  # the spawner started them, not slot threads
+    assert profile["spawner_cpu"] > 0
+    phases, process = merge([profile])
+    assert phases["native spawner process"] == profile["spawner_cpu"]
+    assert process == pytest.approx(profile["process_cpu"] - profile["start_cpu"] + profile["spawner_cpu"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("distributed") is not None and importlib.util.find_spec("parsl")

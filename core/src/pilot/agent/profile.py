@@ -46,6 +46,8 @@ SPAWN = "spawning"
 REAP = "waiting and reaping"
 STAGING = "staging"
 SLOT_OTHER = "slot threads, other"
+#: the native spawner's own CPU (its process, not the agent's), from its last line
+NATIVE = "native spawner process"
 
 
 class Profile:
@@ -59,6 +61,7 @@ class Profile:
         self._stop = threading.Event()
         times = os.times()
         self.start_cpu = times.user + times.system  # the agent's start-up: imports, store, plugins
+        self.native: Any = None  # the agent's NativeSlots, whose ``cpu`` is known once it closed
 
     def _state(self) -> tuple[dict[str, list[float]], list[list[float]]]:
         try:
@@ -114,6 +117,9 @@ class Profile:
         times = os.times()
         data = {"pid": os.getpid(), "pilot": self.pilot_id, "final": final, "written": time.time(),
                 "process_cpu": times.user + times.system, "start_cpu": self.start_cpu, "phases": self.totals()}
+        spawner = getattr(self.native, "cpu", ())
+        if spawner:  # utime, stime of its own (its children are the units)
+            data["spawner_cpu"] = spawner[0] + spawner[1]
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as out:
@@ -145,6 +151,7 @@ def install(agent: Agent) -> Profile | None:
     for method, phase in LOOP_PHASES.items():  # instance attributes: the loop finds these first
         setattr(agent, method, profile.timed(phase, getattr(agent, method)))
     workers = agent.workers
+    profile.native = workers.native
     workers._run = profile.timed(SLOT_OTHER, workers._run)  # type: ignore[method-assign]
     # the slot threads call these through their modules' globals and the class: this process only
     workers_module.start_unit = profile.timed(SANDBOX, workers_module.start_unit)  # type: ignore[attr-defined]

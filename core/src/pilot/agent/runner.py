@@ -92,6 +92,8 @@ class Agent:
         self.workers = SlotWorkers(resources, methods, str(pilot["sandbox"]), wake_w, low_water=max(1, total // 2),
                                    stager=self.stager)
         self.claimer = Claimer(session, store, pilot, self.workers.total)
+        if self.workers.native is not None:  # its events wake the loop
+            self.selector.register(self.workers.native.out_fd, selectors.EVENT_READ, None)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)
@@ -135,7 +137,7 @@ class Agent:
         """Tell the slots to start nothing more (and stop waiting for input data)."""
         workers = getattr(self, "workers", None)
         if workers is not None:
-            workers.halted.set()
+            workers.halt()
 
     def store_call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """A store call of the loop: a signal interrupts it; success ends an outage."""
@@ -310,12 +312,13 @@ class Agent:
             self.heartbeat()
         if self.stop is not None:
             return True
+        self.workers.pump()
         self.handle_events()
-        if (self.workers.busy() or self.workers.ready) and now >= self.next_control:
+        if (self.workers.busy() or self.workers.waiting()) and now >= self.next_control:
             self.next_control = now + CONTROL_EVERY
             self.check_canceled()
         self.check_deadlines(now)
-        ready = len(self.workers.ready)
+        ready = self.workers.waiting()
         prefetch = self.claimer.prefetch(now)
         self.workers.low_water = max(1, prefetch // 2)
         want = self.workers.total + prefetch - self.workers.busy() - ready
@@ -393,8 +396,7 @@ class Agent:
     def check_canceled(self) -> None:
         """Kill running units whose cancel was requested; drop claimed units that were canceled
         (or taken back) before they started."""
-        with self.workers.cond:
-            queued = [rec["id"] for rec in self.workers.ready]
+        queued = [rec["id"] for rec in self.workers.queued()]
         try:  # one read of this pilot's active units, only the fields needed
             active = self.store_call(self.store.find_units, pilot_id=self.pilot_id,
                                      states=[State.Pending, State.Staging, State.Running],
@@ -436,7 +438,7 @@ class Agent:
         """Give back service units held too long; look after the pilots of the same services."""
         try:
             with self.workers.cond:
-                overdue = self.claimer.overdue(self.workers.ready, now)
+                overdue = self.claimer.overdue(self.workers.queued(), now)
             if overdue:
                 overdue = self.workers.drop({r["id"] for r in overdue})
                 try:
@@ -458,7 +460,7 @@ class Agent:
         self.log.info("draining", state=str(end), reason=reason, running=len(self.workers.running))
         with self.workers.cond:
             self.workers.stopping = True
-        self.workers.halted.set()
+        self.workers.halt()
         for unit in list(self.workers.running.values()):
             unit.terminate(None, KILL_GRACE)
         never_started = self.workers.stop(KILL_GRACE)

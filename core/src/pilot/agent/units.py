@@ -117,8 +117,7 @@ def prepare_files(description: dict[str, Any], sandbox: str) -> UnitFiles:
     except OSError as exc:
         raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
     error = description.get("error", "stderr.txt")
-    if error == output or (("/" in error or "/" in output)  # names without "/" alias only when equal
-                           and os.path.normpath(error) == os.path.normpath(output)):
+    if same_file(output, error):
         return UnitFiles(sandbox, stdout, stdout, made)  # one file: one descriptor (one offset)
     try:
         stderr = os.open(os.path.join(sandbox, error), _WRITE, 0o666)
@@ -126,6 +125,12 @@ def prepare_files(description: dict[str, Any], sandbox: str) -> UnitFiles:
         os.close(stdout)
         raise StartError(f"cannot prepare sandbox {sandbox}: {exc.strerror or exc}") from None
     return UnitFiles(sandbox, stdout, stderr, made)
+
+
+def same_file(output: str, error: str) -> bool:
+    """Whether a unit's ``output`` and ``error`` names are one file of its sandbox."""
+    return error == output or (("/" in error or "/" in output)  # names without "/" alias only when equal
+                               and os.path.normpath(error) == os.path.normpath(output))
 
 
 def discard_files(files: UnitFiles, description: dict[str, Any]) -> None:

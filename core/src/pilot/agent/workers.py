@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pilot.agent import native
+from pilot.agent.native.slots import NativeSlots
 from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher, uses_stdio
 from pilot.agent.units import (
     GroupProcess,
@@ -82,10 +84,49 @@ class SlotWorkers:
         self.retired: list[NodeExecutor] = []  # executors that died and were replaced
         self.max_restarts = int(os.environ.get("PILOT_NODE_EXECUTOR_RESTARTS") or DEFAULT_EXECUTOR_RESTARTS)
         self.executors = self._start_executors()
+        #: units a slot thread must start (the native spawner could not)
+        self.thread_only: set[str] = set()
+        self.native = self._start_native()
         self.threads = [threading.Thread(target=self._work, name=f"pilot-slot-{n}", daemon=True)
                         for n in range(min(self.total, MAX_THREADS))]
         for thread in self.threads:
             thread.start()
+
+    def _start_native(self) -> NativeSlots | None:
+        """The native spawner for the plain units, where every slot is on this host and it can
+        be built (``pilot.agent.native``); else None: slot threads start every unit."""
+        if not self.prepare_ahead or not self.total or not native.enabled() or "fork" not in self.methods:
+            return None
+        from pilot.log import get_logger
+
+        try:
+            return NativeSlots(self, native.spawner_binary())
+        except (native.SpawnerUnavailable, OSError) as exc:
+            get_logger().info("native spawner not used; slot threads start every unit", reason=str(exc))
+            return None
+
+    def pump(self) -> None:
+        """The agent's loop: take the native spawner's events, hand it more units."""
+        if self.native is not None:
+            self.native.pump()
+
+    def queued(self) -> list[dict[str, Any]]:
+        """The units claimed and not started: queued here or handed to the native spawner."""
+        with self.cond:
+            queued = list(self.ready)
+        if self.native is not None:
+            queued.extend(self.native.sent.values())
+        return queued
+
+    def waiting(self) -> int:
+        """How many units ``queued()`` would list."""
+        return len(self.ready) + (len(self.native.sent) if self.native is not None else 0)
+
+    def halt(self) -> None:
+        """Start nothing more (the agent got a signal, or drains)."""
+        self.halted.set()
+        if self.native is not None:
+            self.native.lease(0.0)
 
     def add(self, records: list[dict[str, Any]]) -> None:
         """Queue claimed units, in order, their sandboxes and files made first (in the caller's
@@ -97,6 +138,8 @@ class SlotWorkers:
                 if len(self.prepared) >= PREPARE_AHEAD_MAX:
                     break  # the rest are made by their slots: descriptors stay few on large pilots
                 description = record["description"]
+                if self.native is not None and self.native.takes(record):
+                    continue  # the native spawner makes its sandbox
                 if record["id"] not in self.prepared and not any(description.get(k) for k in _PREPARED_ELSEWHERE):
                     try:
                         self.prepared[record["id"]] = prepare_files(
@@ -106,6 +149,8 @@ class SlotWorkers:
         with self.cond:
             self.ready.extend(records)
             self.cond.notify(len(records))
+        if self.native is not None:
+            self.native.dispatch()
 
     def drop(self, ids: set[str]) -> list[dict[str, Any]]:
         """Take the queued units ``ids`` out of the queue (given back, canceled): what their
@@ -116,6 +161,8 @@ class SlotWorkers:
                 kept = [rec for rec in self.ready if rec["id"] not in ids]
                 self.ready.clear()
                 self.ready.extend(kept)
+        if self.native is not None:
+            dropped += self.native.take_back(ids)
         self.forget(dropped)
         return dropped
 
@@ -133,6 +180,8 @@ class SlotWorkers:
             self.lease_until = until
             if expired:
                 self.cond.notify_all()
+        if self.native is not None and not self.halted.is_set():
+            self.native.lease(until)
 
     def busy(self) -> int:
         """Slots in use."""
@@ -146,10 +195,14 @@ class SlotWorkers:
             left = list(self.ready)
             self.ready.clear()
             self.cond.notify_all()
-        self.forget(left)
         deadline = time.monotonic() + grace
+        if self.native is not None:  # handed to the spawner before those still queued here
+            left = self.native.stop(deadline) + left
+        self.forget(left)
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self.native is not None:
+            self.native.wait_running(deadline)
         return left
 
     def _start_executors(self) -> dict[str, NodeExecutor]:
@@ -194,6 +247,8 @@ class SlotWorkers:
         for executor in executors:
             executor.close()
         deadline = time.monotonic() + grace
+        if self.native is not None:
+            self.native.close(grace)
         for executor in executors:
             executor.finish(deadline)
 
@@ -207,7 +262,8 @@ class SlotWorkers:
                 return out
 
     def _fits(self) -> bool:
-        return bool(self.ready) and int(self.ready[0]["slots"]) <= len(self.free_hosts)
+        return bool(self.ready) and int(self.ready[0]["slots"]) <= len(self.free_hosts) and \
+            (self.native is None or not self.native.takes(self.ready[0]))
 
     def _work(self) -> None:
         while True:
@@ -230,9 +286,16 @@ class SlotWorkers:
                 except OSError:
                     pass
             self._run(record, hosts)
+            self.thread_only.discard(record["id"])
             with self.cond:
                 self.free_hosts.extend(hosts)
                 self.cond.notify(len(hosts))
+                wake = self.native is not None and bool(self.ready)
+            if wake:  # the loop hands the native spawner what this slot frees
+                try:
+                    os.write(self.wake_fd, b"\0")
+                except OSError:
+                    pass
 
     def _stop_staging(self, unit_id: str) -> str | None:
         """Why a slot should stop waiting for a unit's input data, if it should."""

@@ -93,6 +93,20 @@ def process_cpu(pid: int | None, *, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_spawners(pid: int | None) -> list[int | None]:
+    """``pid`` and its native spawner child, if it has one (/proc/<pid>/task/*/children)."""
+    found: list[int | None] = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                for child in children.read().split():
+                    if os.path.basename(os.readlink(f"/proc/{child}/exe")).startswith("spawner-"):
+                        found.append(int(child))
+    except (OSError, TypeError):
+        pass
+    return found
+
+
 def machine_times() -> tuple[int, int]:
     """(idle, total) clock ticks of all CPUs so far (/proc/stat; idle includes iowait)."""
     try:
@@ -194,9 +208,9 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
         if pilot.get_state() != State.Running:
             raise SystemExit(f"pilot did not start: {pilot.get_details()['reason']}")
     startup = time.perf_counter() - t0
-    agent_pids = [pilot._record().get("agent_pid") for pilot in handles]
-    agents_before = sum(process_cpu(pid) for pid in agent_pids)
-    units_before = sum(process_cpu(pid, children=True) for pid in agent_pids)
+    agent_processes = [p for pilot in handles for p in with_spawners(pilot._record().get("agent_pid"))]
+    agents_before = sum(process_cpu(pid) for pid in agent_processes)
+    units_before = sum(process_cpu(pid, children=True) for pid in agent_processes)
     machine_before = machine_times()
     cds = ComputeDataService(coordination_url=coordination_url)
     cds.add_pilot_compute_service(pcs)
@@ -212,10 +226,10 @@ def run_pilot(units: int, slots: int, service_url: str, coordination_url: str | 
     total = time.perf_counter() - t1
     client_cpu = own_cpu() - client_before
     placer_cpu = sum(thread_cpu(t) for t in _placers()) - placers_before
-    agents_cpu = sum(process_cpu(pid) for pid in agent_pids) - agents_before
-    units_cpu = sum(process_cpu(pid, children=True) for pid in agent_pids) - units_before
+    agents_cpu = sum(process_cpu(pid) for pid in agent_processes) - agents_before
+    units_cpu = sum(process_cpu(pid, children=True) for pid in agent_processes) - units_before
     idle = idle_share(machine_before, machine_times())
-    agent_mb = max(peak_rss_mb(pid) for pid in agent_pids)
+    agent_mb = max(peak_rss_mb(pid) for pid in agent_processes)
     done = cds._store.count_units(cds_id=cds.id).get(State.Done.value, 0)
     cds.cancel()
     profiles = read_profiles(paths) if profile else []

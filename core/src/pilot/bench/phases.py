@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pilot.agent.profile import LOOP_PHASES, REAP, SANDBOX, SANDBOX_AHEAD, SLOT_OTHER, SPAWN, STAGING
+from pilot.agent.profile import LOOP_PHASES, NATIVE, REAP, SANDBOX, SANDBOX_AHEAD, SLOT_OTHER, SPAWN, STAGING
 
 #: the agent's phases in the order printed (what the unit path costs first)
-AGENT_PHASES = (LOOP_PHASES["claim"], SANDBOX_AHEAD, SANDBOX, SPAWN, REAP, LOOP_PHASES["flush"], STAGING,
+AGENT_PHASES = (LOOP_PHASES["claim"], SANDBOX_AHEAD, SANDBOX, SPAWN, REAP, NATIVE, LOOP_PHASES["flush"], STAGING,
                 LOOP_PHASES["handle_events"], LOOP_PHASES["check_canceled"], LOOP_PHASES["claimer_chores"],
                 LOOP_PHASES["heartbeat"], LOOP_PHASES["step"], SLOT_OTHER)
 UNACCOUNTED = "none of these"
@@ -35,9 +35,10 @@ def client_rows(figures: dict[str, Any]) -> list[Row]:
         ("client CPU per unit, other threads", us(other, n), "the rest of getrusage over submit and wait"),
         ("client CPU per unit, whole process", us(figures["cpu_client"], n), "getrusage, submit to last unit final"),
         ("agent CPU per unit, whole process", us(figures["cpu_agents"], n),
-         "/proc/<agent pid>/stat utime+stime, Running to last unit final, all agents"),
+         "/proc/<pid>/stat utime+stime of the agents and their native spawners, Running to last unit final"),
         ("units' own CPU per unit", us(figures["cpu_units"], n),
-         "their processes, reaped by the agents (cutime+cstime): what the raw benchmark's processes cost too"),
+         "their processes, reaped by the agents and spawners (cutime+cstime): what the raw benchmark's processes "
+         "cost too"),
         ("machine idle during the run", f"{figures['idle']:.1%}",
          "/proc/stat, submit to last unit final: CPU time no process used (slots waiting on the pilot)"),
     ]
@@ -45,12 +46,16 @@ def client_rows(figures: dict[str, Any]) -> list[Row]:
 
 def merge(profiles: Sequence[dict[str, Any]]) -> tuple[dict[str, float], float]:
     """Phase CPU seconds summed over the agents' profiles, and their processes' CPU seconds
-    after their start-up."""
+    after their start-up (a native spawner's own CPU counted as the agent's, as a phase)."""
     phases: dict[str, float] = {}
     for profile in profiles:
         for name, row in profile.get("phases", {}).items():
             phases[name] = phases.get(name, 0.0) + float(row["cpu"])
-    return phases, sum(float(p.get("process_cpu", 0.0)) - float(p.get("start_cpu", 0.0)) for p in profiles)
+    spawners = sum(float(p.get("spawner_cpu", 0.0)) for p in profiles)
+    if spawners:
+        phases[NATIVE] = phases.get(NATIVE, 0.0) + spawners
+    return phases, spawners + sum(float(p.get("process_cpu", 0.0)) - float(p.get("start_cpu", 0.0))
+                                  for p in profiles)
 
 
 def agent_rows(profiles: Sequence[dict[str, Any]], units: int) -> list[Row]:
