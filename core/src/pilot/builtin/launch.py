@@ -14,6 +14,9 @@ from pilot.plugin.types import LaunchMethodRecord, LaunchRequest
 class ForkLaunch:
     """Runs the unit as a child of the agent."""
 
+    #: its argv depends on the command line alone (the agent may reuse it for the same line)
+    line_only = True
+
     def argv(self, request: LaunchRequest) -> list[str]:
         """The unit's own argv."""
         return command_argv(request.command_line)

@@ -72,7 +72,7 @@ def spawner_binary(directory: Path | None = None) -> str:
         work.mkdir(mode=0o700, exist_ok=True)
         (work / "spawner.c").write_bytes(source)
         try:
-            done = subprocess.run([*compiler.split(), "-O2", "-o", "spawner", "spawner.c"], cwd=work,
+            done = subprocess.run([*compiler.split(), "-O2", "-pthread", "-o", "spawner", "spawner.c"], cwd=work,
                                   capture_output=True, timeout=COMPILE_SECONDS, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SpawnerUnavailable(f"{compiler} failed: {exc}") from None

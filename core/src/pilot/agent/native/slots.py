@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 READY_SECONDS = 5.0
 #: description keys that make a unit a slot thread's business
-THREAD_KEYS = ("input_data", "output_data", "file_transfer", "working_directory", "environment", "input")
+THREAD_KEYS = frozenset({"input_data", "output_data", "file_transfer", "working_directory", "environment", "input"})
+ARGV_CACHE_MAX = 4096  # distinct command lines whose argv is kept
 #: units handed to the spawner ahead of a free slot, per slot (at most LOOKAHEAD_MAX): as many as
 #: the agent prefetches, so the spawner has work while the loop writes a batch of states
 LOOKAHEAD_PER_SLOT, LOOKAHEAD_MAX = PREFETCH_PER_SLOT + 1, 4096
@@ -85,6 +86,8 @@ class NativeSlots:
         self.lookahead = min(LOOKAHEAD_MAX, LOOKAHEAD_PER_SLOT * workers.total)
         method = workers.methods["fork"]
         self.argv = method.argv
+        #: a method whose argv depends on the command line alone (``line_only``) has it kept per line
+        self.argv_of_line: dict[str, list[str]] | None = {} if getattr(method, "line_only", False) else None
         if not select.select([self.out_fd], [], [], READY_SECONDS)[0] or \
                 not os.read(self.out_fd, 64).startswith(b"ready "):
             self.proc.kill()
@@ -98,7 +101,10 @@ class NativeSlots:
         if self.dead or int(record["slots"]) != 1 or record["id"] in self.workers.thread_only:
             return False
         description = record["description"]
-        return description.get("spmd_variation") != "mpi" and not any(description.get(k) for k in THREAD_KEYS)
+        if description.get("spmd_variation") == "mpi":
+            return False
+        named = THREAD_KEYS & description.keys()
+        return not named or not any(description[k] for k in named)
 
     def send(self, data: bytes) -> None:
         """Write requests (whole, under the lock); a dead spawner is noticed by ``pump``."""
@@ -156,14 +162,20 @@ class NativeSlots:
         output = description.get("output", "stdout.txt")
         error = description.get("error", "stderr.txt")
         same = same_file(output, error)
-        line = " ".join([description["executable"], *description.get("arguments", ())])
-        try:
-            argv = self.argv(LaunchRequest(line, (self.workers.local_host,), Path(sandbox), 1, False))
-        except Exception:
-            return None
+        arguments = description.get("arguments")
+        line = " ".join([description["executable"], *arguments]) if arguments else description["executable"]
+        cache = self.argv_of_line
+        argv = cache.get(line) if cache is not None else None
+        if argv is None:
+            try:
+                argv = self.argv(LaunchRequest(line, (self.workers.local_host,), Path(sandbox), 1, False))
+            except Exception:
+                return None
+            if cache is not None and len(cache) < ARGV_CACHE_MAX:
+                cache[line] = argv
         fields = [sandbox, os.path.join(sandbox, output), "" if same else os.path.join(sandbox, error), *argv]
         data = "\0".join(fields)
-        if "\n" in data or not argv:
+        if "\n" in data or not argv or data.count("\0") != len(fields) - 1:  # a NUL or newline of its own
             return None
         try:
             return os.fsencode(data)

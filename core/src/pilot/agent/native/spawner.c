@@ -1,7 +1,9 @@
 /* pilot-spawner: starts and reaps an agent's plain units outside the agent's interpreter.
  *
- * Built by pilot.agent.native (cc -O2) the first time an agent needs it; see that module for
- * when it is used. One thread, no allocation on the start path beyond the request itself.
+ * Built by pilot.agent.native (cc -O2 -pthread) the first time an agent needs it; see that
+ * module for when it is used. The main thread reads requests and writes events; each slot token
+ * in use has a thread that starts a unit, blocks in waitpid for it, and goes on to the next
+ * queued unit at once (no hand-off between threads while work is queued).
  *
  * Requests on stdin, one per line; fields separated by NUL bytes:
  *   S <tag> <sandbox> <stdout path> <stderr path or empty: the stdout file> <argv...>
@@ -37,8 +39,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +71,12 @@ static int urgent;
 static long queued, low_water = LONG_MAX;
 static int devnull = -1;
 
+/* All of the above is shared: threads hold mu to touch it. */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work;  /* a unit may start: for threads waiting without one */
+static int stopping, wake_fd = -1;
+static long threads, idle_threads, held; /* held: tokens here, used or not */
+
 static double clock_of(clockid_t id) {
     struct timespec ts;
     clock_gettime(id, &ts);
@@ -81,9 +91,14 @@ static void emit(const char *fmt, ...) {
         int n = vsnprintf(outbuf + outlen, outcap - outlen, fmt, ap);
         va_end(ap);
         if (n >= 0 && (size_t)n < outcap - outlen) {
+            int was_empty = !outlen, was_urgent = urgent;
             if (!outlen) unflushed_since = clock_of(CLOCK_MONOTONIC);
             if (fmt[0] != 's' && !(fmt[0] == 'e' && outbuf[outlen + (size_t)n - 2] == '1')) urgent = 1;
             outlen += (size_t)n;
+            if (was_empty || (urgent && !was_urgent)) { /* the main thread writes it or sets a timer */
+                uint64_t one = 1;
+                if (write(wake_fd, &one, sizeof one) < 0) {}
+            }
             return;
         }
         outcap = outcap * 2 + (n > 0 ? (size_t)n : 0);
@@ -92,18 +107,31 @@ static void emit(const char *fmt, ...) {
     }
 }
 
+/* Write the events (mu held; released while writing, so units go on starting). */
 static void flush_out(void) {
+    static char *spare;
+    static size_t spare_cap;
+    char *data = outbuf;
+    size_t len = outlen, data_cap = outcap;
+    outbuf = spare ? spare : malloc(outcap);
+    if (!outbuf) _exit(70);
+    if (spare) outcap = spare_cap;
+    spare = NULL;
+    outlen = 0;
+    urgent = 0;
+    pthread_mutex_unlock(&mu);
     size_t done = 0;
-    while (done < outlen) {
-        ssize_t n = write(1, outbuf + done, outlen - done);
+    while (done < len) {
+        ssize_t n = write(1, data + done, len - done);
         if (n < 0) {
             if (errno == EINTR) continue;
             break; /* the agent is gone: end of stdin ends us */
         }
         done += (size_t)n;
     }
-    outlen = 0;
-    urgent = 0;
+    pthread_mutex_lock(&mu);
+    spare = data;
+    spare_cap = data_cap;
 }
 
 static void free_unit(struct unit *u) {
@@ -155,26 +183,23 @@ static int open_output(const char *path) {
     return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 }
 
-/* Start u; 0 when started (it is then running), else the errno and step were reported. */
-static int start(struct unit *u) {
-    if (mkdir(u->sandbox, 0777) != 0 && errno != EEXIST) {
-        emit("f %ld m %d\n", u->tag, errno);
-        return -1;
-    }
+/* Start u (without mu): 0 when started (u->pid set), else the errno; *step says where. */
+static int start(struct unit *u, char *step) {
+    *step = 'm';
+    if (mkdir(u->sandbox, 0777) != 0 && errno != EEXIST) return errno;
+    *step = 'o';
     int out = open_output(u->out);
-    if (out < 0) {
-        emit("f %ld o %d\n", u->tag, errno);
-        return -1;
-    }
+    if (out < 0) return errno;
     int err = out;
     if (u->err[0]) {
         err = open_output(u->err);
         if (err < 0) {
-            emit("f %ld o %d\n", u->tag, errno);
+            int failure = errno;
             close(out);
-            return -1;
+            return failure;
         }
     }
+    *step = 'x';
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     sigset_t none, reset;
@@ -199,61 +224,108 @@ static int start(struct unit *u) {
     posix_spawnattr_destroy(&attr);
     close(out);
     if (err != out) close(err);
-    if (rc != 0) {
-        emit("f %ld x %d\n", u->tag, rc);
-        return -1;
-    }
-    u->pid = pid;
-    emit("s %ld %d %.6f\n", u->tag, (int)pid, clock_of(CLOCK_REALTIME));
-    return 0;
+    if (rc == 0) u->pid = pid;
+    return rc;
 }
 
-/* Start queued units while tokens are free, the lease holds and no teardown pause is on. */
-static void start_queued(void) {
-    while (queue_head && tokens > 0) {
+/* Whether a queued unit may start now: a free token, the lease holding, no teardown pause. */
+static int startable(double now) {
+    return queue_head && tokens > 0 && now < lease && now >= paused_until;
+}
+
+static void return_idle_tokens(void) {
+    if (queue_head) return;
+    for (; tokens > 0; tokens--, held--) emit("r\n");
+}
+
+/* The unit u ended with status (mu held): report it; its token stays while work is queued. */
+static void ended(struct unit *u, int status) {
+    struct unit **link = &running;
+    while (*link != u) link = &(*link)->next;
+    *link = u->next;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    if (WIFSIGNALED(status) && !u->signaled) {
+        int s = WTERMSIG(status);
+        if (s == SIGTERM || s == SIGKILL || s == SIGHUP || s == SIGINT)
+            paused_until = clock_of(CLOCK_MONOTONIC) + 0.5;
+    }
+    tokens++;
+    int kept = queue_head != NULL;
+    if (!kept) {
+        tokens--;
+        held--;
+    }
+    emit("e %ld %d %.6f %d\n", u->tag, code, clock_of(CLOCK_REALTIME), kept);
+    free_unit(u);
+}
+
+/* A slot thread: start the next unit, wait for it, report; again while units are queued. */
+static void *slot_thread(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&mu);
+    for (;;) {
         double now = clock_of(CLOCK_MONOTONIC);
-        if (now >= lease || now < paused_until) return;
+        if (stopping) break;
+        if (!startable(now)) {
+            idle_threads++;
+            if (queue_head && tokens > 0) { /* held by the lease or a pause: look again soon */
+                double until = now < paused_until ? paused_until : now + 0.1;
+                struct timespec ts = {(time_t)until, (long)((until - (double)(time_t)until) * 1e9)};
+                pthread_cond_timedwait(&work, &mu, &ts);
+            } else {
+                pthread_cond_wait(&work, &mu);
+            }
+            idle_threads--;
+            continue;
+        }
         struct unit *u = queue_head;
         queue_head = u->next;
         if (!queue_head) queue_tail = NULL;
         u->next = NULL;
         queued--;
-        if (start(u) != 0) {
+        tokens--;
+        pthread_mutex_unlock(&mu);
+        char step;
+        int failure = start(u, &step);
+        double at = clock_of(CLOCK_REALTIME);
+        pthread_mutex_lock(&mu);
+        if (failure) {
+            emit("f %ld %c %d\n", u->tag, step, failure);
+            tokens++; /* the token stays: the next queued unit may use it */
+            return_idle_tokens();
             free_unit(u);
             continue;
         }
-        tokens--;
+        emit("s %ld %d %.6f\n", u->tag, (int)u->pid, at);
         u->next = running;
         running = u;
+        pthread_mutex_unlock(&mu);
+        siginfo_t info;
+        /* WNOWAIT: it stays a zombie, so its pid (a K request's target) cannot be reused yet */
+        while (waitid(P_PID, (id_t)u->pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {}
+        pthread_mutex_lock(&mu);
+        int status = 0;
+        while (waitpid(u->pid, &status, 0) < 0 && errno == EINTR) {}
+        ended(u, status);
     }
+    pthread_mutex_unlock(&mu);
+    return NULL;
 }
 
-static void return_idle_tokens(void) {
-    if (queue_head) return;
-    for (; tokens > 0; tokens--) emit("r\n");
-}
-
-static void reap(void) {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct unit **link = &running;
-        while (*link && (*link)->pid != pid) link = &(*link)->next;
-        struct unit *u = *link;
-        if (!u) continue;
-        *link = u->next;
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-        if (WIFSIGNALED(status) && !u->signaled) {
-            int s = WTERMSIG(status);
-            if (s == SIGTERM || s == SIGKILL || s == SIGHUP || s == SIGINT)
-                paused_until = clock_of(CLOCK_MONOTONIC) + 0.5;
-        }
-        tokens++;
-        int kept = queue_head != NULL;
-        if (!kept) tokens--;
-        emit("e %ld %d %.6f %d\n", u->tag, code, clock_of(CLOCK_REALTIME), kept);
-        free_unit(u);
+/* Make sure a thread will take the startable units (mu held). */
+static void wake_slots(void) {
+    if (!startable(clock_of(CLOCK_MONOTONIC))) return;
+    if (idle_threads > 0) {
+        pthread_cond_broadcast(&work);
+        return;
     }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    while (threads < held && pthread_create(&thread, &attr, slot_thread, NULL) == 0) threads++; /* one per token */
+    pthread_attr_destroy(&attr);
 }
 
 static void drop(long tag) {
@@ -288,6 +360,7 @@ static void handle(char *line, size_t len) {
         return;
     case 'T':
         tokens++;
+        held++;
         break;
     case 'K':
         if (fields(line, len, f, 3) == 3) signal_unit(strtol(f[1], NULL, 10), atoi(f[2]));
@@ -311,18 +384,25 @@ static void handle(char *line, size_t len) {
     free(line);
 }
 
-static void finish(void) {
-    for (struct unit *u = running; u; u = u->next) kill(-u->pid, SIGTERM);
-    double deadline = clock_of(CLOCK_MONOTONIC) + 1.0;
+/* Wait (mu held) until no unit runs or the deadline passes; whether none runs. */
+static int wait_running(double deadline) {
     while (running && clock_of(CLOCK_MONOTONIC) < deadline) {
-        reap();
-        if (running) usleep(10000);
+        pthread_mutex_unlock(&mu);
+        usleep(5000);
+        pthread_mutex_lock(&mu);
     }
-    for (struct unit *u = running; u; u = u->next) kill(-u->pid, SIGKILL);
-    while (running) {
-        struct unit *before = running;
-        reap();
-        if (running == before) usleep(1000);
+    return running == NULL;
+}
+
+/* End of input (mu held): start nothing more, end what runs, report our CPU. */
+static void finish(void) {
+    while (queue_head) drop(queue_head->tag);
+    stopping = 1;
+    pthread_cond_broadcast(&work);
+    for (struct unit *u = running; u; u = u->next) kill(-u->pid, SIGTERM);
+    if (!wait_running(clock_of(CLOCK_MONOTONIC) + 1.0)) {
+        for (struct unit *u = running; u; u = u->next) kill(-u->pid, SIGKILL);
+        wait_running(1e300);
     }
     struct rusage self, children;
     getrusage(RUSAGE_SELF, &self);
@@ -338,16 +418,16 @@ int main(void) {
     signal(SIGTERM, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
     devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (sfd < 0 || devnull < 0) {
+    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (devnull < 0 || wake_fd < 0) {
         perror("pilot-spawner");
         return 71;
     }
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&work, &monotonic);
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     outcap = 65536;
     outbuf = malloc(outcap);
@@ -357,23 +437,19 @@ int main(void) {
     int open_input = 1;
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
+    pthread_mutex_lock(&mu);
     while (open_input) {
-        double now = clock_of(CLOCK_MONOTONIC);
         int timeout = -1;
-        if (queue_head && tokens > 0 && now < lease && now < paused_until)
-            timeout = (int)((paused_until - now) * 1000) + 1;
-        else if (queue_head && tokens > 0 && now >= lease)
-            timeout = 100; /* a lease ran out: look again for a renewal */
         if (outlen) { /* events held back: write them FLUSH_SECONDS after the first at the latest */
-            int due = (int)((unflushed_since + FLUSH_SECONDS - now) * 1000) + 1;
-            if (timeout < 0 || due < timeout) timeout = due > 0 ? due : 0;
+            int due = (int)((unflushed_since + FLUSH_SECONDS - clock_of(CLOCK_MONOTONIC)) * 1000) + 1;
+            timeout = due > 0 ? due : 0;
         }
-        struct pollfd fds[2] = {{.fd = 0, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-        if (poll(fds, 2, timeout) < 0 && errno != EINTR) break;
-        struct signalfd_siginfo info;
-        while (read(sfd, &info, sizeof info) > 0) {}
-        reap();
-        for (;;) {
+        pthread_mutex_unlock(&mu);
+        struct pollfd fds[2] = {{.fd = 0, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+        int polled = poll(fds, 2, timeout);
+        uint64_t wakes;
+        if (read(wake_fd, &wakes, sizeof wakes) < 0) {}
+        for (;;) { /* read without mu: only this thread touches the input */
             if (incap - inlen < 4096) {
                 incap *= 2;
                 in = realloc(in, incap);
@@ -388,6 +464,8 @@ int main(void) {
             else if (errno == EINTR) continue;
             break;
         }
+        pthread_mutex_lock(&mu);
+        if (polled < 0 && errno != EINTR) break;
         size_t at = 0;
         for (;;) {
             char *nl = memchr(in + at, '\n', inlen - at);
@@ -402,12 +480,12 @@ int main(void) {
         }
         memmove(in, in + at, inlen - at);
         inlen -= at;
-        start_queued();
+        wake_slots();
         return_idle_tokens();
         if (urgent || queued <= low_water || clock_of(CLOCK_MONOTONIC) >= unflushed_since + FLUSH_SECONDS)
             flush_out();
     }
-    while (queue_head) drop(queue_head->tag);
     finish();
+    pthread_mutex_unlock(&mu);
     return 0;
 }
