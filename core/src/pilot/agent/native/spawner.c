@@ -94,6 +94,7 @@ static void emit(const char *fmt, ...) {
             int was_empty = !outlen, was_urgent = urgent;
             if (!outlen) unflushed_since = clock_of(CLOCK_MONOTONIC);
             if (fmt[0] != 's' && !(fmt[0] == 'e' && outbuf[outlen + (size_t)n - 2] == '1')) urgent = 1;
+            if (queued <= low_water) urgent = 1; /* the agent refills the queue now, not later */
             outlen += (size_t)n;
             if (was_empty || (urgent && !was_urgent)) { /* the main thread writes it or sets a timer */
                 uint64_t one = 1;
