@@ -144,6 +144,7 @@ def test_the_quoted_prefetch_bound_and_binding_timings_are_the_code() -> None:
     assert f"at most {binding.PREFETCH_PER_SLOT} units per slot" in guide
     assert f"about {binding.PREFETCH_SECONDS * 1000:g} ms" in guide
     assert f"`SERVICES_EVERY = {claims.SERVICES_EVERY:g}` s" in architecture
+    assert f"`SERVICES_RECHECK = {claims.SERVICES_RECHECK:g}` s" in architecture
     assert f"`PEERS_EVERY = {claims.PEERS_EVERY:g}` s" in architecture
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pilot.agent.claims import CROWD_MAX, HELD, PEERS_LOOKS, Claimer
+from pilot.agent.claims import CROWD_MAX, HELD, PEERS_LOOKS, SERVICES_EVERY, SERVICES_RECHECK, Claimer
 from pilot.agent.runner import Agent
 from pilot.agent.units import RunningUnit, StartError
 from pilot.binding import HOLD_SECONDS, PREFETCH_PER_SLOT, PREFETCH_SECONDS, capacity, choose, pilot_views
@@ -133,6 +133,19 @@ def test_an_idle_claimer_asks_for_units_again_only_once_the_store_changed(sessio
     store.insert_units([unit_record("cu-1")])
     assert [r["id"] for r in claimer.claim(2, NOW + 0.2)] == ["cu-1"]
     assert len(asked) == 2
+
+
+def test_a_service_linked_after_the_agent_started_is_served_at_once(session: Session, store: Any) -> None:
+    me = running_pilot(store, "pilot-me")
+    claimer = Claimer(session, store, me, total_slots=1)
+    assert claimer.claim(2, NOW) == []  # its services read: cds-1, empty
+    store.put_service("cds-2", "cds", {"placement": "agents"})  # made and linked after the agent started
+    store.link("cds-2", "pcs-1")
+    store.link("pcs-1", "cds-2")
+    store.insert_units([unit_record("cu-1", cds_id="cds-2")])
+    later = NOW + SERVICES_RECHECK  # long before SERVICES_EVERY: the store changed since the empty claim
+    assert later < NOW + SERVICES_EVERY
+    assert [r["id"] for r in claimer.claim(2, later)] == ["cu-1"]
 
 
 def test_claimer_ignores_services_whose_client_places_units(session: Session, store: Any) -> None:

@@ -43,7 +43,8 @@ from pilot.transitions import change_units
 if TYPE_CHECKING:
     from pilot.session import Session
 
-SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serves
+SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serves ...
+SERVICES_RECHECK = 0.02  # ... or this few after a claim found nothing and the store changed since
 PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services ...
 PEERS_LOOKS = 10.0    # ... stretched so all their agents together look about this often a second
 CROWD_MAX = 5.0       # most a crowd of pilots stretches an agent's prefetch and write pause
@@ -85,10 +86,13 @@ class Claimer:
         return max(self.total, min(PREFETCH_PER_SLOT * self.total, wanted))
 
     # --- where to take from -----------------------------------------------------------------
-    def refresh_services(self, now: float) -> list[str]:
+    def refresh_services(self, now: float, changed: bool = False) -> list[str]:
         """The compute data services whose queues this pilot serves (those whose units agents
-        bind), re-read every ``SERVICES_EVERY`` s so a pilot added anywhere takes work at once."""
-        if now - self._services_at >= SERVICES_EVERY and self.pcs_id:
+        bind), re-read every ``SERVICES_EVERY`` s so a pilot added anywhere takes work at once,
+        and after ``SERVICES_RECHECK`` s when the store ``changed`` since a claim found nothing
+        (a service linked to this pilot's after it started gets its first units claimed at once)."""
+        due = SERVICES_RECHECK if changed else SERVICES_EVERY
+        if now - self._services_at >= due and self.pcs_id:
             self._services_at = now
             cds_ids = [c for c in self.store.children(self.pcs_id) if c.startswith("cds-")]
             records = self.store.get_services(cds_ids) if cds_ids else []
@@ -103,7 +107,7 @@ class Claimer:
         marker = change_marker(self.store, None, 0)  # a cheap read: nothing changed, nothing to claim
         if marker is not None and marker == self._empty_at and now - self._services_at < SERVICES_EVERY:
             return []
-        services = self.refresh_services(now)
+        services = self.refresh_services(now, changed=self._empty_at is not None and marker != self._empty_at)
         if services:
             self._bind_by_policy(services, want)
         claimed: list[Record] = self.store.claim_units(self.pilot_id, want, () if self.custom else services,
