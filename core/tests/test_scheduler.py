@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pilot.agent.claims import CROWD_MAX, HELD, PEERS_LOOKS, SERVICES_EVERY, SERVICES_RECHECK, Claimer
+from pilot.agent.claims import CROWD_MAX, CROWD_PILOTS, HELD, PEERS_LOOKS, SERVICES_EVERY, SERVICES_RECHECK, Claimer
 from pilot.agent.runner import Agent
 from pilot.agent.units import RunningUnit, StartError
 from pilot.binding import HOLD_SECONDS, PREFETCH_PER_SLOT, PREFETCH_SECONDS, capacity, choose, pilot_views
@@ -178,13 +178,13 @@ def test_a_crowd_of_running_peers_stretches_the_prefetch_and_others_do_not(sessi
     claimer.count_started(20)  # 20 starts in 0.2 s: 100 /s, 50 /s smoothed
     alone = claimer.prefetch(start + 0.2)
     assert (claimer.crowd, alone) == (1.0, math.ceil(50 * PREFETCH_SECONDS))
-    for n in range(int(3 * PEERS_LOOKS) - 1):  # 3 x PEERS_LOOKS live pilots in all
+    for n in range(int(3 * CROWD_PILOTS) - 1):  # 3 x CROWD_PILOTS live pilots in all
         running_pilot(store, f"pilot-peer-{n}")
     claimer.look_after_peers(time.monotonic() + 600)
     assert claimer.crowd == 3.0
     claimer.count_started(10)  # 50 /s again: the rate holds, the prefetch triples
     assert claimer.prefetch(start + 0.4) == math.ceil(50 * PREFETCH_SECONDS * 3.0)
-    for n in range(int(CROWD_MAX * PEERS_LOOKS)):
+    for n in range(int(CROWD_MAX * CROWD_PILOTS)):
         running_pilot(store, f"pilot-more-{n}")
     claimer.look_after_peers(time.monotonic() + 6000)
     assert claimer.crowd == CROWD_MAX  # bounded: a crowd never stretches the batches further

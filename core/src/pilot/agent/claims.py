@@ -47,7 +47,8 @@ SERVICES_EVERY = 0.5  # seconds between two reads of the services the pilot serv
 SERVICES_RECHECK = 0.02  # ... or this few after a claim found nothing and the store changed since
 PEERS_EVERY = 1.0     # seconds between two looks at the other pilots of those services ...
 PEERS_LOOKS = 10.0    # ... stretched so all their agents together look about this often a second
-CROWD_MAX = 5.0       # most a crowd of pilots stretches an agent's prefetch and write pause
+CROWD_PILOTS = 5.0    # running pilots per step of the crowd, which stretches prefetch and write pause ...
+CROWD_MAX = 10.0      # ... at most this many times
 HELD = "_held_since"  # key of a claimed record: when this agent claimed it (monotonic)
 
 
@@ -152,17 +153,17 @@ class Claimer:
         claimed once those agents' leases ran out. Pilots keep each other honest, so units do
         not depend on a client being alive. With more than ``PEERS_LOOKS`` pilots each agent looks
         less often (with jitter), so the pilots of a service look about ``PEERS_LOOKS`` times a
-        second in all: the cost grows with the pilots, not with their square. The same count sets
-        ``crowd``: with more than ``PEERS_LOOKS`` running pilots sharing the store, each agent claims and
-        writes in larger, rarer batches (up to ``CROWD_MAX`` times), since every store
-        transaction then waits on the others'."""
+        second in all: the cost grows with the pilots, not with their square. The running ones set
+        ``crowd`` (pilots / ``CROWD_PILOTS``): with more than ``CROWD_PILOTS`` running pilots sharing the
+        store, each agent claims and writes in larger, rarer batches (up to ``CROWD_MAX`` times), since
+        every store transaction then waits on the others'."""
         if now - self._peers_at < self._peers_every or not self.services:
             return
         self._peers_at = now
         pcs_ids = list(dict.fromkeys(p for cds in self.services for p in pcs_of(self.store, cds)))
         pilots = [p for p in self.store.pilots_of(pcs_ids) if p["id"] != self.pilot_id]
         running = sum(1 for p in pilots if p["state"] == State.Running)  # queued or ended ones write nothing
-        self.crowd = min(CROWD_MAX, max(1.0, (running + 1) / PEERS_LOOKS))
+        self.crowd = min(CROWD_MAX, max(1.0, (running + 1) / CROWD_PILOTS))
         self._peers_every = PEERS_EVERY * max(1.0, (len(pilots) + 1) / PEERS_LOOKS) * random.uniform(0.75, 1.25)  # noqa: S311 (jitter)
         pilots = [refresh_pilot(self.session, self.store, p, ask_batch=False)
                   if p["state"] == State.Running else p for p in pilots]
