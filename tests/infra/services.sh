@@ -2,7 +2,7 @@
 # services.sh - start (or stop, or show) every real service the test suite uses: a SLURM cluster
 # of three fake nodes, a key-only sshd on 127.0.0.1:2222, a redis-server on 127.0.0.1:6390 and a
 # Grid Engine (qmaster + execd, queue all.q with 4 slots; clients need no environment, see sge.env);
-# and the tools the UI tests drive (tmux, Debian's chromium: install-tools.sh).
+# and the tools the UI tests drive (tmux, Debian's chromium) and a C compiler (install-tools.sh).
 # Needs root and Debian packages; without root it says so and starts nothing (the tests that need a
 # service then skip, except under CI=true, where they fail).
 set -euo pipefail
