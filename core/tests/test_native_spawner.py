@@ -3,6 +3,7 @@ plain units a fork pilot runs through it, observed as a user would (files, state
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import select
 import signal
@@ -52,6 +53,18 @@ def test_a_build_others_may_write_is_not_trusted_and_is_rebuilt(tmp_path: Path, 
     os.chmod(first, 0o772)
     again = native.spawner_binary(tmp_path)
     assert again == first and stat.S_IMODE(os.stat(again).st_mode) == 0o700
+
+
+def test_agents_starting_at_once_build_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: str) -> None:
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "counting-cc"
+    wrapper.write_text(f'#!/bin/sh\necho built >> {calls}\nexec cc "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    cache = tmp_path / "cache"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = set(pool.map(lambda _: native.spawner_binary(cache), range(4)))
+    assert len(paths) == 1 and calls.read_text() == "built\n"
 
 
 def test_without_a_compiler_it_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ agent starts every unit from its slot threads, as it always can.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import platform
@@ -67,7 +68,21 @@ def spawner_binary(directory: Path | None = None) -> str:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise SpawnerUnavailable(f"cannot create {folder}: {exc.strerror or exc}") from None
-    work = folder / f".build-{digest}-{os.getpid()}"
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # agents starting at once: one builds, the others reuse it
+        if not _trusted(target):
+            _build(compiler, source, folder, target)
+    finally:
+        os.close(lock)
+    if not _trusted(target):
+        raise SpawnerUnavailable(f"{target} is writable by others")
+    return str(target)
+
+
+def _build(compiler: str, source: bytes, folder: Path, target: Path) -> None:
+    """Compile ``source`` into ``target`` (atomically, through a private build directory)."""
+    work = folder / f".build-{target.name}-{os.getpid()}"
     try:
         work.mkdir(mode=0o700, exist_ok=True)
         (work / "spawner.c").write_bytes(source)
@@ -85,7 +100,3 @@ def spawner_binary(directory: Path | None = None) -> str:
         raise SpawnerUnavailable(f"cannot build in {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not _trusted(target):
-        raise SpawnerUnavailable(f"{target} is writable by others")
-    return str(target)
-
