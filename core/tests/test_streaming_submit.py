@@ -12,7 +12,7 @@ import pytest
 
 from pilot import ComputeDataService, PilotComputeService, PilotError, State
 from pilot.compute import ComputeUnit
-from pilot.service import FIRST_WRITE, SUBMIT_BATCH
+from pilot.service import SUBMIT_BATCH
 from pilot.testing.fixtures import PilotEnv
 
 
@@ -39,33 +39,6 @@ def test_a_generator_is_written_batch_by_batch(pilot_env: PilotEnv) -> None:
     assert cds._store.count_units(cds_id=cds.id) == {"Pending": 2 * SUBMIT_BATCH + 5}
     assert units[-1].get_details()["arguments"] == [str(2 * SUBMIT_BATCH + 4)]
     cds.cancel()
-
-
-def test_the_first_units_are_queued_before_the_rest_is_written(pilot_env: PilotEnv) -> None:
-    cds = _idle_service()
-    store = cds._store
-    queued_before_each_write: list[int] = []
-    insert_units = store.insert_units
-
-    def counting_insert(records: list[dict[str, object]]) -> None:
-        queued_before_each_write.append(store.count_units(cds_id=cds.id).get("Pending", 0))
-        insert_units(records)
-
-    store.insert_units = counting_insert  # type: ignore[method-assign]
-    cds.submit_compute_units([{"executable": "/bin/true"}] * 1000)
-    assert queued_before_each_write == [0, FIRST_WRITE]  # pilots may start on these while the rest is written
-    cds.submit_compute_units([{"executable": "/bin/true"}] * (2 * FIRST_WRITE))
-    assert queued_before_each_write[2:] == [1000]  # small enough: one write
-    assert store.count_units(cds_id=cds.id) == {"Pending": 1000 + 2 * FIRST_WRITE}
-    cds.cancel()
-
-
-def test_an_invalid_description_after_the_first_write_queues_nothing(pilot_env: PilotEnv) -> None:
-    cds = _idle_service()
-    bad = [{"executable": "/bin/true"}] * (3 * FIRST_WRITE) + [{"executable": ""}]
-    with pytest.raises(PilotError, match=f"compute unit description #{3 * FIRST_WRITE}"):
-        cds.submit_compute_units(iter(bad))
-    assert cds.list_compute_units() == []  # the whole batch is checked before its first write
 
 
 def test_an_invalid_description_in_the_first_batch_queues_nothing(pilot_env: PilotEnv) -> None:

@@ -33,8 +33,6 @@ from pilot.transitions import change_units, transition
 
 #: Units validated and written per store round trip by ``submit_compute_units``.
 SUBMIT_BATCH = 10_000
-#: units of a call's first batch written on their own first, so pilots start while the rest is written
-FIRST_WRITE = 256
 
 if TYPE_CHECKING:
     from pilot.data.objects import DataUnit, PilotData, PilotDataService
@@ -223,9 +221,7 @@ class ComputeDataService(UrlIdentity):
     def submit_compute_units(self, compute_unit_descriptions: Iterable[Mapping[str, Any] | ComputeUnitDescription]
                              ) -> list[ComputeUnit]:
         """Queue many units: any iterable (a generator of a million descriptions is never held
-        whole), validated and written in batches of ``SUBMIT_BATCH`` (one store round trip each;
-        the first batch's first ``FIRST_WRITE`` units go in a round trip of their own once the whole
-        batch is valid, so pilots start on them while the rest is written).
+        whole), validated and written in batches of ``SUBMIT_BATCH`` (one store round trip each).
         A batch is all or nothing: up to ``SUBMIT_BATCH`` units nothing is queued unless every
         description is valid. An invalid description in a later batch stops the submission, and
         the units this call queued before it are canceled (the error says how many). A unit
@@ -255,13 +251,10 @@ class ComputeDataService(UrlIdentity):
                                          "canceled", key=exc.key) from None
                     raise
                 self._refuse_unrunnable(store, records)
-                first = FIRST_WRITE if not handles and len(records) > 2 * FIRST_WRITE else len(records)
-                for part in (records[:first], records[first:]):
-                    if part:
-                        store.insert_units(part)
-                        handles += [ComputeUnit(session=self._session, _store=store, _id=r["id"]) for r in part]
-                        self._start_placer()
-                        self._wake.set()
+                store.insert_units(records)
+                handles += [ComputeUnit(session=self._session, _store=store, _id=r["id"]) for r in records]
+                self._start_placer()
+                self._wake.set()
         finally:
             if paused:
                 gc.enable()
