@@ -437,8 +437,7 @@ class Agent:
     def claimer_chores(self, now: float) -> None:
         """Give back service units held too long; look after the pilots of the same services."""
         try:
-            with self.workers.cond:
-                overdue = self.claimer.overdue(self.workers.queued(), now)
+            overdue = self.claimer.overdue(self.workers.queued(), now)
             if overdue:
                 overdue = self.workers.drop({r["id"] for r in overdue})
                 try:

@@ -79,6 +79,9 @@ def exit_reason(returncode: int) -> tuple[int, str]:
     return returncode, f"exit code {returncode}"
 
 
+#: description keys that make a unit's sandbox its slot's business (staging, a directory of its own)
+PREPARED_ELSEWHERE = frozenset({"input_data", "output_data", "file_transfer", "working_directory"})
+
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_CLOEXEC
 

@@ -19,6 +19,7 @@ from pilot.agent import native
 from pilot.agent.native.slots import NativeSlots
 from pilot.agent.remote import NodeExecutor, RemoteUnit, node_launcher, uses_stdio
 from pilot.agent.units import (
+    PREPARED_ELSEWHERE,
     GroupProcess,
     RunningUnit,
     StartError,
@@ -43,8 +44,6 @@ DEFAULT_EXECUTOR_RESTARTS = 3
 Event = tuple[Any, ...]
 #: Most units whose sandboxes are made ahead at a time (each holds two open files until it starts).
 PREPARE_AHEAD_MAX = 64
-#: description keys that make a unit's sandbox the slot's business (staging, a directory of its own)
-_PREPARED_ELSEWHERE = frozenset({"input_data", "output_data", "file_transfer", "working_directory"})
 
 
 class SlotWorkers:
@@ -140,7 +139,7 @@ class SlotWorkers:
                 description = record["description"]
                 if self.native is not None and self.native.takes(record):
                     continue  # the native spawner makes its sandbox
-                if record["id"] not in self.prepared and not any(description.get(k) for k in _PREPARED_ELSEWHERE):
+                if record["id"] not in self.prepared and not any(description.get(k) for k in PREPARED_ELSEWHERE):
                     try:
                         self.prepared[record["id"]] = prepare_files(
                             description, unit_sandbox(self.sandbox, record["id"], description))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pilot.agent.units import RunningUnit, same_file
+from pilot.agent.units import PREPARED_ELSEWHERE, RunningUnit, same_file
 from pilot.binding import PREFETCH_PER_SLOT
 from pilot.plugin.types import LaunchRequest
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 READY_SECONDS = 5.0
 #: description keys that make a unit a slot thread's business
-THREAD_KEYS = frozenset({"input_data", "output_data", "file_transfer", "working_directory", "environment", "input"})
+THREAD_KEYS = PREPARED_ELSEWHERE | {"environment", "input"}
 ARGV_CACHE_MAX = 4096  # distinct command lines whose argv is kept
 #: units handed to the spawner ahead of a free slot, per slot (at most LOOKAHEAD_MAX): as many as
 #: the agent prefetches, so the spawner has work while the loop writes a batch of states
@@ -119,7 +119,7 @@ class NativeSlots:
 
     def lease(self, until: float) -> None:
         """Start nothing after ``until`` (monotonic; 0: from now on)."""
-        self.send(b"L\0%r\n" % (until if until != float("inf") else 1e300))
+        self.send(b"L\0%r\n" % min(until, 1e300))  # the spawner reads a finite number
 
     # --- the loop's side ------------------------------------------------------------------
     def pump(self) -> None:
