@@ -35,7 +35,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +70,7 @@ static double unflushed_since;
 static int urgent;
 static long queued, low_water = LONG_MAX;
 static int devnull = -1;
+static size_t path_length; /* of $PATH, for execvp's buffer */
 
 /* All of the above is shared: threads hold mu to touch it. */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -184,6 +185,67 @@ static int open_output(const char *path) {
     return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 }
 
+/* What a slot thread hands the child it clones, and what the child reports back (the memory is
+ * shared until the child execs or exits). */
+struct spawn_args {
+    const struct unit *u;
+    int out, err;
+    volatile int failure;
+};
+
+/* The child, on its slot thread's spare stack with every signal blocked: the ignored signals
+ * back to their defaults, its own process group, the sandbox as working directory, the files
+ * on 0-2, then exec. On failure: the errno in the shared arguments, exit 127. */
+static int child_main(void *arg) {
+    struct spawn_args *a = arg;
+    static const int defaults[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ};
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) sigaction(defaults[i], &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    if (setpgid(0, 0) == 0 && chdir(a->u->sandbox) == 0 && dup2(devnull, 0) == 0 && dup2(a->out, 1) == 1 &&
+        dup2(a->err, 2) == 2) {
+        close_range(3, ~0U, 0);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execvp(a->u->argv[0], a->u->argv);
+    }
+    a->failure = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+/* Clone a child that shares our memory until it execs (as posix_spawn does), on a stack kept
+ * per slot thread rather than mapped and unmapped per unit (an unmap in a threaded process
+ * interrupts every CPU it ran on): 0 with *pid set, else the errno. */
+static int spawn(const struct unit *u, int out, int err, pid_t *pid) {
+    static __thread char *stack;
+    static __thread size_t stack_size;
+    size_t argc = 0;
+    while (u->argv[argc]) argc++;
+    /* execvp's own needs: a path buffer, and a copy of argv when it falls back to /bin/sh */
+    size_t need = 65536 + path_length + (argc + 2) * sizeof(char *);
+    need = (need + 4095) & ~(size_t)4095;
+    if (need > stack_size) {
+        free(stack);
+        stack = malloc(need);
+        stack_size = stack ? need : 0;
+        if (!stack) return ENOMEM;
+    }
+    struct spawn_args a = {.u = u, .out = out, .err = err, .failure = 0};
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t child = clone(child_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    int failure = child < 0 ? errno : a.failure;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (child > 0 && failure) {
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+    }
+    if (!failure) *pid = child;
+    return failure;
+}
+
 /* Start u (without mu): 0 when started (u->pid set), else the errno; *step says where. */
 static int start(struct unit *u, char *step) {
     *step = 'm';
@@ -201,31 +263,9 @@ static int start(struct unit *u, char *step) {
         }
     }
     *step = 'x';
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t none, reset;
-    sigemptyset(&none);
-    sigemptyset(&reset);
-    int defaults[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ};
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) sigaddset(&reset, defaults[i]);
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addchdir_np(&actions, u->sandbox);
-    posix_spawn_file_actions_adddup2(&actions, devnull, 0);
-    posix_spawn_file_actions_adddup2(&actions, out, 1);
-    posix_spawn_file_actions_adddup2(&actions, err, 2);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &reset);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, u->argv[0], &actions, &attr, u->argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
+    int rc = spawn(u, out, err, &u->pid);
     close(out);
     if (err != out) close(err);
-    if (rc == 0) u->pid = pid;
     return rc;
 }
 
@@ -420,6 +460,8 @@ int main(void) {
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const char *path = getenv("PATH");
+    path_length = path ? strlen(path) : 0;
     wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (devnull < 0 || wake_fd < 0) {
         perror("pilot-spawner");
