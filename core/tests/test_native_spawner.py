@@ -217,16 +217,6 @@ def test_routine_events_come_in_batches_while_work_is_queued(spawner: Spawner, t
     assert time.monotonic() - first < 5
 
 
-def test_routine_events_wait_as_long_as_the_agent_asks(spawner: Spawner, tmp_path: Path) -> None:
-    """A crowded agent writes states a few times a second: its spawner holds starts as long."""
-    units = [start(n, tmp_path / f"u{n}", "sleep", "0.2") for n in range(1, 7)]
-    spawner.send(b"W\x001\x000.6\n", *units, b"T\n")
-    sent = time.monotonic()
-    assert spawner.line().split()[:2] == ["s", "1"]
-    assert time.monotonic() - sent >= 0.45  # the start waited for the window, not 20 ms
-    assert [spawner.line(timeout=1).split()[:2] for _ in range(2)] == [["e", "1"], ["s", "2"]]  # one batch
-
-
 # --- through a pilot -------------------------------------------------------------------------
 def _spawners_of(pid: int) -> list[int]:
     found = []

@@ -330,7 +330,6 @@ class Agent:
         if self.store_lost_at is None:
             self.claimer_chores(now)
         flush_every = FLUSH_EVERY * self.claimer.crowd
-        self.workers.hold_events(flush_every)  # no point waking for events sooner than they are written
         if len(self.updates) >= FLUSH_BATCH or (self.updates and now - self.last_flush >= flush_every):
             self.last_flush = now
             self.flush()

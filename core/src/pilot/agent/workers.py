@@ -104,12 +104,6 @@ class SlotWorkers:
             get_logger().info("native spawner not used; slot threads start every unit", reason=str(exc))
             return None
 
-    def hold_events(self, seconds: float) -> None:
-        """Let the native spawner batch its routine events over ``seconds`` (as long as the
-        loop lets state changes wait before it writes them)."""
-        if self.native is not None:
-            self.native.hold_events(seconds)
-
     def pump(self) -> None:
         """The agent's loop: take the native spawner's events, hand it more units."""
         if self.native is not None:

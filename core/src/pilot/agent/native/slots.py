@@ -37,7 +37,6 @@ ARGV_CACHE_MAX = 4096  # distinct command lines whose argv is kept
 #: units handed to the spawner ahead of a free slot, per slot (at most LOOKAHEAD_MAX): as many as
 #: the agent prefetches, so the spawner has work while the loop writes a batch of states
 LOOKAHEAD_PER_SLOT, LOOKAHEAD_MAX = PREFETCH_PER_SLOT + 1, 4096
-EVENT_HOLD = 0.02  # seconds the spawner may hold routine events (the agent asks for longer when crowded)
 
 
 class NativeChild:
@@ -95,8 +94,7 @@ class NativeSlots:
             self.proc.wait()
             raise OSError(f"{binary} did not start")
         os.set_blocking(self.out_fd, False)
-        self.hold = 0.0
-        self.hold_events(EVENT_HOLD)
+        self.send(b"W\0%d\n" % (self.lookahead // 2))  # events in batches while it has work queued
 
     def takes(self, record: dict[str, Any]) -> bool:
         """Whether ``record`` is a plain unit the spawner may start."""
@@ -118,15 +116,6 @@ class NativeSlots:
                     data = data[os.write(self.in_fd, data):]
             except OSError:
                 pass
-
-    def hold_events(self, seconds: float) -> None:
-        """Let the spawner hold routine events (starts, ends whose slot stays busy) up to
-        ``seconds`` while more than half its lookahead is queued: the loop wakes for a batch, not
-        per unit. Ends that free a slot, and any while its queue is low, come at once."""
-        seconds = min(max(seconds, 0.0), 1.0)
-        if seconds != self.hold:
-            self.hold = seconds
-            self.send(b"W\0%d\0%r\n" % (self.lookahead // 2, seconds))
 
     def lease(self, until: float) -> None:
         """Start nothing after ``until`` (monotonic; 0: from now on)."""

@@ -13,9 +13,8 @@
  *   D <tag>            drop a queued unit ("d <tag>"; nothing if it started already)
  *   L <deadline>       start nothing once CLOCK_MONOTONIC passes <deadline> (seconds; 0: now)
  *   Q                  drop every queued unit ("d" each), then "q"
- *   W <count> [<seconds>]  hold routine events up to <seconds> (0 to 1; default FLUSH_SECONDS)
- *                      while more than <count> units are queued (default: write every event
- *                      at once)
+ *   W <count>          hold routine events up to FLUSH_SECONDS while more than <count> units
+ *                      are queued (default: write every event at once)
  *   end of stdin       SIGTERM every unit's group, SIGKILL after a second, reap, "x ...", exit
  * Events on stdout, one per line, space separated:
  *   s <tag> <pid> <time>            started (wall-clock seconds)
@@ -64,10 +63,9 @@ static long tokens;        /* slot tokens not used by a running unit */
 static double lease = 1e300, paused_until;
 static char *outbuf;
 static size_t outlen, outcap;
-/* Routine events (a start, an end whose token stays) wait up to hold_seconds, so the agent
+/* Routine events (a start, an end whose token stays) wait up to FLUSH_SECONDS, so the agent
  * wakes for a batch, not for each unit; the rest, and any while the queue is low, go at once. */
 #define FLUSH_SECONDS 0.02
-static double hold_seconds = FLUSH_SECONDS;
 static double unflushed_since;
 static int urgent;
 static long queued, low_water = LONG_MAX;
@@ -397,7 +395,6 @@ static void signal_unit(long tag, int signum) {
 
 static void handle(char *line, size_t len) {
     char *f[3] = {0};
-    int n;
     switch (line[0]) {
     case 'S':
         queue_unit(line, len);
@@ -416,12 +413,7 @@ static void handle(char *line, size_t len) {
         if (fields(line, len, f, 2) == 2) lease = strtod(f[1], NULL);
         break;
     case 'W':
-        n = fields(line, len, f, 3);
-        if (n >= 2) low_water = strtol(f[1], NULL, 10);
-        if (n == 3) {
-            double seconds = strtod(f[2], NULL);
-            hold_seconds = seconds >= 0 && seconds <= 1 ? seconds : FLUSH_SECONDS;
-        }
+        if (fields(line, len, f, 2) == 2) low_water = strtol(f[1], NULL, 10);
         break;
     case 'Q':
         while (queue_head) drop(queue_head->tag);
@@ -491,8 +483,8 @@ int main(void) {
     pthread_mutex_lock(&mu);
     while (open_input) {
         int timeout = -1;
-        if (outlen) { /* events held back: write them hold_seconds after the first at the latest */
-            int due = (int)((unflushed_since + hold_seconds - clock_of(CLOCK_MONOTONIC)) * 1000) + 1;
+        if (outlen) { /* events held back: write them FLUSH_SECONDS after the first at the latest */
+            int due = (int)((unflushed_since + FLUSH_SECONDS - clock_of(CLOCK_MONOTONIC)) * 1000) + 1;
             timeout = due > 0 ? due : 0;
         }
         pthread_mutex_unlock(&mu);
@@ -533,7 +525,7 @@ int main(void) {
         inlen -= at;
         wake_slots();
         return_idle_tokens();
-        if (urgent || queued <= low_water || clock_of(CLOCK_MONOTONIC) >= unflushed_since + hold_seconds)
+        if (urgent || queued <= low_water || clock_of(CLOCK_MONOTONIC) >= unflushed_since + FLUSH_SECONDS)
             flush_out();
     }
     finish();
