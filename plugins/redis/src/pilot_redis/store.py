@@ -132,11 +132,16 @@ class RedisStore:
             exc = state.outcome.exception() if state.outcome else None
             self._log.warning("redis unreachable; retrying", attempt=state.attempt_number, error=str(exc))
 
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_transient),
-            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-            stop=tenacity.stop_after_delay(limit), before_sleep=warn, reraise=True)
         try:
+            try:  # the first attempt without tenacity's set-up (about 15 µs a call): most succeed
+                return func()
+            except Exception as exc:
+                if not (limit and _transient(exc)):
+                    raise
+            retrying = tenacity.Retrying(
+                retry=tenacity.retry_if_exception(_transient),
+                wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+                stop=tenacity.stop_after_delay(limit), before_sleep=warn, reraise=True)
             return retrying(func)
         except redis.AuthenticationError as exc:
             raise PilotError(f"Redis store {self.url}: authentication failed ({exc}); give the password in "
