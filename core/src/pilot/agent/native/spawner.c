@@ -44,6 +44,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -207,7 +208,10 @@ static int child_main(void *arg) {
     sigemptyset(&none);
     if (setpgid(0, 0) == 0 && chdir(a->u->sandbox) == 0 && dup2(devnull, 0) == 0 && dup2(a->out, 1) == 1 &&
         dup2(a->err, 2) == 2) {
-        close_range(3, ~0U, 0);
+#ifdef SYS_close_range /* glibc before 2.34 has no wrapper; without the call (a kernel before 5.9)
+                         every descriptor of ours above 2 is close-on-exec anyway */
+        syscall(SYS_close_range, 3U, ~0U, 0U);
+#endif
         sigprocmask(SIG_SETMASK, &none, NULL);
         execvp(a->u->argv[0], a->u->argv);
     }
