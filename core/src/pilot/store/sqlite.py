@@ -22,7 +22,8 @@ from pilot.plugin.types import CoordinationStoreRecord
 from pilot.states import ACTIVE_UNIT_STATES, CLAIMABLE_STATE, QUEUED_UNIT_STATES, State
 from pilot.store import JSON_FIELDS, PILOT_FIELDS, UNIT_FIELDS, Record, UnitUpdate
 from pilot.store.sqlite_changes import ChangeMarks
-from pilot.store.sqlite_schema import damaged, prepare
+from pilot.store.sqlite_lock import WriterLock
+from pilot.store.sqlite_schema import damaged, make_private, prepare
 from pilot.store.sqlite_updates import expected_states, states_of, update_many, update_one
 
 T = TypeVar("T")
@@ -125,11 +126,12 @@ class SQLiteStore:
         self._closed = False
         self._lock = threading.Lock()
         self._changes = ChangeMarks()
+        self._writers = WriterLock(self.path)  # writers wait their turn in the kernel, not in SQLite's sleeps
         if not create and not self.path.is_file():
             raise PilotError(f"no coordination store at {self.path}: check the URL (a store is created only "
                              "by a service given a new coordination_url)", key="coordination_url")
         try:
-            _make_private(self.path)
+            make_private(self.path)
         except OSError as exc:
             raise PilotError(f"cannot open the coordination store {self.path}: {exc}") from exc
         self._setup()
@@ -149,6 +151,7 @@ class SQLiteStore:
                 own = self._all.pop(threading.get_ident(), None)
             if own is not None:
                 own.close()
+            self._writers.close([threading.get_ident()])
             raise StoreClosed(f"the coordination store {self.url} is closed")
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
@@ -171,13 +174,14 @@ class SQLiteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+        with self._writers.held():
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
         self._changes.committed()
 
     def close(self) -> None:
@@ -187,10 +191,10 @@ class SQLiteStore:
         self._closed = True
         alive = {thread.ident for thread in threading.enumerate()}
         with self._lock:
-            for ident, con in list(self._all.items()):
-                if ident == threading.get_ident() or ident not in alive:
-                    con.close()
-                    del self._all[ident]
+            gone = [ident for ident in self._all if ident == threading.get_ident() or ident not in alive]
+            for ident in gone:
+                self._all.pop(ident).close()
+        self._writers.close(gone)
         self._local = threading.local()
 
     def wait_for_change(self, since: int | None, timeout: float) -> int:
@@ -482,16 +486,6 @@ class SQLiteStore:
                     rows += con.execute(f"UPDATE units SET pilot_id = ?, claimed = 1 WHERE seq IN ({_marks(chunk)})"
                                         f" AND {_PLAIN_FILTER} RETURNING *", (pilot_id, *chunk)).fetchall()
         return [_decode(row) for row in sorted(rows, key=lambda row: row["seq"])]
-
-
-def _make_private(path: Path) -> None:
-    """Create the store's directory (0700) and file (0600; SQLite gives its -wal and -shm files
-    the file's mode) unless they exist."""
-    if not path.parent.is_dir():
-        path.parent.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 @hookimpl

@@ -15,6 +15,7 @@ and ``PRAGMA user_version`` (``SCHEMA_VERSION``). Opening a file:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -145,3 +146,13 @@ def prepare(con: sqlite3.Connection, path: Path) -> None:
         raise damaged(path, exc) from exc
     except sqlite3.DatabaseError as exc:
         raise damaged(path, exc) from exc
+
+
+def make_private(path: Path) -> None:
+    """Create the store's directory (0700) and file (0600; SQLite gives its -wal and -shm files
+    the file's mode) unless they exist."""
+    if not path.parent.is_dir():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
