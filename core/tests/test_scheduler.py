@@ -329,3 +329,42 @@ def test_a_unit_that_cannot_start_fails_with_the_reason(agent: Agent, store: Any
     _events(agent, [("failed", record, "h", "/sb", StartError("no such file: /bin/nope"), 1.0)])
     got = store.get_units(["cu-1"])[0]
     assert (got["state"], got["reason"]) == ("Failed", "no such file: /bin/nope")
+
+
+def _ready_to_step(agent: Agent, crowd: float) -> None:
+    """The loop's timers as ``run`` sets them, a flush just done, no heartbeat due, in a crowd."""
+    now = time.monotonic()
+    agent.next_heartbeat, agent.next_control, agent.next_claim = now + 600, now + 600, now
+    agent.idle, agent.last_flush = 0.002, now
+    agent.claimer.crowd = crowd
+    agent.claimer._peers_at = now + 600
+
+
+def test_an_idle_agent_writes_a_final_state_at_once_and_a_busy_one_batches(agent: Agent, store: Any) -> None:
+    """Among many pilots an agent batches state writes for up to FLUSH_EVERY x crowd; once it
+    has nothing running or queued, no change would join the batch, so the end of its last unit
+    is written in the same round of its loop (a wait() returns without the pause)."""
+    store.insert_units([unit_record("cu-1"), unit_record("cu-2")])
+    store.claim_units("pilot-me", 2, services=["cds-1"])
+    _ready_to_step(agent, CROWD_MAX)
+    agent.workers.running["cu-2"] = _unit("cu-2")  # still running: the end of cu-1 waits for the batch
+    agent.workers.events.put(("ended", _unit("cu-1"), 0, 2.0))
+    agent.step()
+    assert store.get_units(["cu-1"])[0]["state"] == "Pending"
+    del agent.workers.running["cu-2"]  # nothing left: the next round writes both
+    agent.workers.events.put(("ended", _unit("cu-2"), 0, 3.0))
+    _ready_to_step(agent, CROWD_MAX)
+    agent.step()
+    assert [u["state"] for u in store.get_units(["cu-1", "cu-2"])] == ["Done", "Done"]
+
+
+def test_an_idle_agent_in_a_crowd_asks_the_store_less_often(agent: Agent) -> None:
+    """An agent whose claims find nothing backs off to IDLE_MAX between two looks, stretched by
+    the crowd of pilots sharing the store (each look costs the store a transaction)."""
+    from pilot.agent.runner import IDLE_MAX
+
+    for crowd in (1.0, 4.0):
+        _ready_to_step(agent, crowd)
+        agent.idle = IDLE_MAX
+        agent.step()
+        assert agent.idle == pytest.approx(IDLE_MAX * min(2.0, crowd))

@@ -40,7 +40,7 @@ from pilot.transitions import UnitChange, change_units, transition
 FLUSH_EVERY = 0.02      # seconds a state change may wait before it is written (times the crowd)
 FLUSH_BATCH = 512       # ... or this many changes
 CONTROL_EVERY = 0.2     # seconds between checks for canceled units
-IDLE_MAX = 0.05         # longest pause between two claims when there is no work
+IDLE_MAX = 0.05         # longest pause between two claims when there is no work (times the crowd)
 KILL_GRACE = 1.0        # seconds between SIGTERM and SIGKILL
 PEERS_WAKE = 1.0        # longest sleep of an idle agent (it looks after its peers that often)
 FLUSH_BACKOFF_MAX = 1.0  # longest pause between two tries to write changes while the store fails
@@ -325,12 +325,14 @@ class Agent:
         hungry = ready <= self.workers.low_water and want > 0 and self.store_lost_at is None
         if hungry and now >= self.next_claim:
             claimed = self.claim(want, now)
-            self.idle = 0.002 if claimed else min(self.idle * 2, IDLE_MAX)
+            self.idle = 0.002 if claimed else min(self.idle * 2, IDLE_MAX * self.claimer.crowd)
             self.next_claim = now if claimed else now + self.idle
         if self.store_lost_at is None:
             self.claimer_chores(now)
         flush_every = FLUSH_EVERY * self.claimer.crowd
-        if len(self.updates) >= FLUSH_BATCH or (self.updates and now - self.last_flush >= flush_every):
+        # an idle agent writes at once: no change of its own would join the batch
+        idle = not self.workers.running and not self.workers.busy() and not self.workers.waiting()
+        if len(self.updates) >= FLUSH_BATCH or (self.updates and (idle or now - self.last_flush >= flush_every)):
             self.last_flush = now
             self.flush()
         due = [self.next_heartbeat, now + PEERS_WAKE]
