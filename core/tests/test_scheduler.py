@@ -368,3 +368,27 @@ def test_an_idle_agent_in_a_crowd_asks_the_store_less_often(agent: Agent) -> Non
         agent.idle = IDLE_MAX
         agent.step()
         assert agent.idle == pytest.approx(IDLE_MAX * min(2.0, crowd))
+
+
+def test_events_read_while_taking_units_back_are_handled_without_a_pause(agent: Agent, store: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking units back from the native spawner reads its events in the same round (a unit it
+    started meanwhile): no wake-up follows, so the loop goes round again at once instead of
+    sleeping up to a second with a unit's end unwritten."""
+    store.insert_units([unit_record("cu-1")])
+    store.claim_units("pilot-me", 1, services=["cds-1"])
+    _ready_to_step(agent, CROWD_MAX)
+    waits: list[float] = []
+    monkeypatch.setattr(agent, "wait", waits.append)
+    real_chores = agent.claimer_chores
+
+    def chores_reading_events(now: float) -> None:  # as NativeSlots.take_back does
+        agent.workers.events.put(("started", _unit("cu-1"), 1.0, "/sb/cu-1"))
+        agent.workers.events.put(("ended", _unit("cu-1"), 0, 2.0))
+        monkeypatch.setattr(agent, "claimer_chores", real_chores)
+
+    monkeypatch.setattr(agent, "claimer_chores", chores_reading_events)
+    agent.step()
+    assert waits == []  # no sleep with events queued
+    agent.step()
+    assert store.get_units(["cu-1"])[0]["state"] == "Done"
