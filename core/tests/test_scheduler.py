@@ -203,6 +203,23 @@ def test_units_held_too_long_go_back_to_the_queue(session: Session, store: Any) 
     assert [u["id"] for u in store.find_units(cds_id="cds-1", unbound=True)] == ["cu-1", "cu-2"]
 
 
+def test_a_crowded_agent_holds_units_as_long_as_its_prefetch_lasts(session: Session, store: Any) -> None:
+    """Among many pilots an agent prefetches up to PREFETCH_SECONDS x crowd of work, so it keeps
+    a claimed unit twice that long before handing it back (not HOLD_SECONDS, which it would
+    pass on time); alone, it hands back after HOLD_SECONDS."""
+    me = running_pilot(store, "pilot-me")
+    store.insert_units([unit_record("cu-1")])
+    claimer = Claimer(session, store, me, total_slots=1)
+    claimed = claimer.claim(1, NOW)
+    claimer.crowd = CROWD_MAX
+    hold = 2 * PREFETCH_SECONDS * CROWD_MAX
+    assert hold > HOLD_SECONDS
+    assert claimer.overdue(claimed, NOW + HOLD_SECONDS + 0.1) == []
+    assert claimer.overdue(claimed, NOW + hold + 0.1) == claimed
+    claimer.crowd = 1.0
+    assert claimer.overdue(claimed, NOW + HOLD_SECONDS + 0.1) == claimed
+
+
 def test_an_agent_fails_a_silent_peer_and_requeues_its_units(session: Session, store: Any, ear: Ear) -> None:
     me = running_pilot(store, "pilot-me")
     running_pilot(store, "pilot-dead", heartbeat_timeout=2.0)
