@@ -105,3 +105,24 @@ def test_a_store_writes_where_the_lock_file_cannot_be_made(tmp_path: Path) -> No
         assert store._writers.usable is False
     finally:
         store.close()
+
+
+def test_a_store_writes_where_the_file_system_has_no_flock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system without ``flock`` (some Lustre mounts; none here, so ``flock`` is patched to
+    fail as it does there, with ENOLCK) leaves the store writing without the lock, not failing."""
+    import errno
+
+    from pilot.store import sqlite_lock
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    store = SQLiteStore(tmp_path / "store.sqlite")
+    try:
+        monkeypatch.setattr(sqlite_lock.fcntl, "flock", no_flock)
+        store.insert_units([unit_record("cu-1")])
+        store.insert_units([unit_record("cu-2")])
+        assert [u["id"] for u in store.get_units(["cu-1", "cu-2"])] == ["cu-1", "cu-2"]
+        assert store._writers.usable is False
+    finally:
+        store.close()

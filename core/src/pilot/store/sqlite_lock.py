@@ -39,12 +39,14 @@ class WriterLock:
         self._lock = threading.Lock()
 
     def _fd(self) -> int | None:
+        if not self.usable:
+            return None
         if os.getpid() != self._pid:  # a forked child: the parent's descriptors share its locks
             self.close(list(self._fds))
             self._pid = os.getpid()
         ident = threading.get_ident()
         fd = self._fds.get(ident)
-        if fd is None and self.usable:
+        if fd is None:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError:
