@@ -119,7 +119,8 @@ def test_cancel_kills_the_units_whole_process_group(pcs: PilotComputeService) ->
     wait_for(lambda: pids_matching("sleep 3002") and pids_matching("sleep 3003"), 20, "both sleeps")
     unit.cancel()
     assert unit.wait(timeout=30) == State.Canceled
-    wait_for(lambda: pids_matching("sleep 300") == [], 10, "the process group gone")
+    # its own two sleeps: "sleep 300" would also match the sleeps of tests running beside it (3004, 3005)
+    wait_for(lambda: pids_matching("sleep 3002") == [] == pids_matching("sleep 3003"), 10, "the process group gone")
     assert pilot.get_state() == State.Running
     assert pilot.submit_compute_unit({"executable": "/bin/true"}).wait(timeout=30) == State.Done
 
