@@ -344,9 +344,8 @@ class Agent:
             due.append(self.next_control)
         if self.walltime_end is not None:
             due.append(self.walltime_end)
-        if not self.workers.events.empty():  # read from the spawner meanwhile (taking units back): no wake comes
-            return False
-        self.wait(max(0.0, min(due) - time.monotonic()))
+        if self.workers.events.empty():  # events read meanwhile (taking units back) bring no wake: go round now
+            self.wait(max(0.0, min(due) - time.monotonic()))
         return False
 
     def wait(self, timeout: float) -> None:
